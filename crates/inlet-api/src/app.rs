@@ -1,0 +1,353 @@
+//! Building and running the HTTP application.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, Service as _, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, web};
+use inlet_auth::Authenticator;
+use inlet_domain::{BatchLimits, RateLimit};
+use inlet_obs::admin::{health_response, metrics_response};
+use inlet_obs::{AdminServer, Health, MetricsRegistry};
+use inlet_queue::Publisher;
+
+use crate::error::ApiError;
+use crate::metrics::ApiMetrics;
+use crate::push::push;
+use crate::ratelimit::RateLimiter;
+use crate::settings::ApiSettings;
+
+/// The request id of the current request (incoming `X-Request-Id`, or a
+/// fresh one), stored in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The stable code a response carries, stored in response extensions for
+/// the metrics middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCode(pub &'static str);
+
+/// Shared state of all workers.
+#[derive(Debug)]
+pub struct AppState {
+    pub(crate) auth: Authenticator,
+    pub(crate) publisher: Publisher,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) settings: ApiSettings,
+    pub(crate) limits: BatchLimits,
+    pub(crate) metrics: ApiMetrics,
+    pub(crate) health: Health,
+    pub(crate) registry: MetricsRegistry,
+    draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// What the API needs from the rest of the process (built in one place by
+/// the caller; see `inlet api`).
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    /// Decides about keys (its background tasks must be running).
+    pub authenticator: Authenticator,
+    /// Publishes confirmed envelopes.
+    pub publisher: Publisher,
+    /// The process's metrics registry (`/metrics`).
+    pub registry: MetricsRegistry,
+    /// The process's health registry (`/health/ready`).
+    pub health: Health,
+    /// Batch validation limits.
+    pub limits: BatchLimits,
+}
+
+/// A bound, not yet running API.
+pub struct Application {
+    port: u16,
+    admin_port: Option<u16>,
+    server: Server,
+    admin: Option<AdminServer>,
+    state: web::Data<AppState>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("admin_port", &self.admin_port)
+            .finish()
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn request_id(req: &actix_web::dev::ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned)
+}
+
+impl Application {
+    /// Binds the listeners and builds the server. Readiness stays 503
+    /// until the authenticator has checked its stores and the publisher is
+    /// connected.
+    pub fn build(settings: ApiSettings, deps: Dependencies) -> std::io::Result<Application> {
+        let metrics = ApiMetrics::register(deps.registry.registry())
+            .map_err(|e| std::io::Error::other(format!("registering API metrics: {e}")))?;
+        let limiter = RateLimiter::new(
+            settings.rate_limiter_max_keys,
+            RateLimit {
+                per_second: settings.default_rate_per_s,
+                burst: settings.default_burst,
+            },
+        );
+        let serve_metrics_here = settings.admin_listen.is_none();
+        let (admin, admin_port) = match &settings.admin_listen {
+            Some(addr) => {
+                let a = AdminServer::bind(addr, deps.registry.clone(), deps.health.clone())?;
+                let port = a.port();
+                (Some(a), Some(port))
+            }
+            None => (None, None),
+        };
+        let state = web::Data::new(AppState {
+            auth: deps.authenticator,
+            publisher: deps.publisher,
+            limiter,
+            limits: deps.limits,
+            metrics,
+            health: deps.health,
+            registry: deps.registry,
+            draining: Arc::new(AtomicBool::new(false)),
+            settings: settings.clone(),
+        });
+        spawn_readiness_reporters(&state);
+
+        let listener = TcpListener::bind(&settings.listen)?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            let state = app_state.clone();
+            let mw_state = app_state.clone();
+            let mut app = App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(state.settings.max_body_bytes))
+                .wrap_fn(move |req, srv| {
+                    let started = Instant::now();
+                    let rid = request_id(&req);
+                    req.extensions_mut().insert(RequestId(rid.clone()));
+                    let state = mw_state.clone();
+                    state.metrics.in_flight.inc();
+                    let fut = srv.call(req);
+                    async move {
+                        let result = fut.await;
+                        state.metrics.in_flight.dec();
+                        let mut res: ServiceResponse = result?;
+                        if let Ok(v) = HeaderValue::from_str(&rid) {
+                            res.headers_mut().insert(REQUEST_ID, v);
+                        }
+                        record(&state, &res, started, &rid);
+                        Ok(res)
+                    }
+                })
+                .route("/v1/push", web::post().to(push))
+                .route("/v1/push", web::route().to(only_post))
+                .route("/health/live", web::get().to(live))
+                .route("/health/live", web::route().to(only_get))
+                .route("/health/ready", web::get().to(ready))
+                .route("/health/ready", web::route().to(only_get));
+            if serve_metrics_here {
+                app = app
+                    .route("/metrics", web::get().to(metrics_endpoint))
+                    .route("/metrics", web::route().to(only_get));
+            }
+            app.default_service(web::to(not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout_s)
+        .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
+        .keep_alive(Duration::from_secs(settings.keep_alive_s));
+        if settings.workers > 0 {
+            server = server.workers(settings.workers);
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Application {
+            port,
+            admin_port,
+            server,
+            admin,
+            state,
+        })
+    }
+
+    /// The push listener's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin listener's port, when `admin_listen` is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns 503
+    /// at once; pushes are still served for `shutdown_delay_ms` (so load
+    /// balancers stop routing here first); then the listener closes and
+    /// in-flight requests (and their broker confirms) get up to
+    /// `shutdown_timeout_s` to finish; then the publisher closes.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let handle: ServerHandle = self.server.handle();
+        let admin_handle = self.admin.as_ref().map(AdminServer::handle);
+        let server = tokio::spawn(self.server);
+        let admin = self.admin.map(|a| tokio::spawn(a.run()));
+        let state = self.state;
+        shutdown.await;
+
+        tracing::info!("shutdown: readiness is now 503; still serving during the delay");
+        state.health.begin_shutdown();
+        state.metrics.ready.set(0);
+        tokio::time::sleep(Duration::from_millis(state.settings.shutdown_delay_ms)).await;
+        tracing::info!("shutdown: closing the listener and draining in-flight requests");
+        state.draining.store(true, Ordering::Relaxed);
+        handle.stop(true).await;
+        let result = match server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        state.publisher.close().await;
+        if let Some(h) = admin_handle {
+            h.stop(true).await;
+        }
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+        tracing::info!("shutdown complete");
+        result
+    }
+}
+
+fn record(state: &AppState, res: &ServiceResponse<impl MessageBody>, started: Instant, rid: &str) {
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "other".to_owned());
+    let status = res.status();
+    let code = res
+        .response()
+        .extensions()
+        .get::<ResponseCode>()
+        .map_or(if status.is_success() { "ok" } else { "other" }, |c| c.0);
+    let m = &state.metrics;
+    m.requests
+        .with_label_values(&[route.as_str(), status.as_str(), code])
+        .inc();
+    m.duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    // The path only: the query string may carry an API key.
+    if status.is_server_error() {
+        tracing::debug!(
+            request_id = rid,
+            route,
+            status = status.as_u16(),
+            code,
+            "request failed"
+        );
+    }
+}
+
+/// Keeps `Health` (and the readiness gauges) in step with the
+/// authenticator and the publisher.
+fn spawn_readiness_reporters(state: &web::Data<AppState>) {
+    let mut auth = state.auth.watch_readiness();
+    let s = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let r = auth.borrow_and_update().clone();
+            let ready = r.checked && r.can_decide;
+            s.health.set("auth", ready, r.describe());
+            s.metrics
+                .dependency_ready
+                .with_label_values(&["auth"])
+                .set(i64::from(ready));
+            s.metrics.ready.set(i64::from(s.health.is_ready()));
+            if auth.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut queue = state.publisher.watch_state();
+    let s = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let st = queue.borrow_and_update().clone();
+            let ready = st.is_connected();
+            s.health.set("queue", ready, st.label());
+            s.metrics
+                .dependency_ready
+                .with_label_values(&["queue"])
+                .set(i64::from(ready));
+            s.metrics.ready.set(i64::from(s.health.is_ready()));
+            if queue.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "live": true }))
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    health_response(&state.health)
+}
+
+async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    metrics_response(&state.registry)
+}
+
+fn error(e: ApiError, state: &AppState, req: &HttpRequest) -> HttpResponse {
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(String::new, |r| r.0.clone());
+    let mut resp = e.to_response(&state.settings, &rid);
+    resp.extensions_mut()
+        .insert(ResponseCode(e.status_and_code().1));
+    resp
+}
+
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    error(ApiError::NotFound, &state, &req)
+}
+
+fn method_not_allowed(allow: &'static str, req: &HttpRequest, state: &AppState) -> HttpResponse {
+    let mut resp = error(ApiError::MethodNotAllowed, state, req);
+    resp.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        HeaderValue::from_static(allow),
+    );
+    resp
+}
+
+async fn only_post(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    method_not_allowed("POST", &req, &state)
+}
+
+async fn only_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    // actix answers HEAD for GET routes itself.
+    method_not_allowed("GET, HEAD", &req, &state)
+}

@@ -1,0 +1,342 @@
+//! The one mapping from everything that can go wrong to an HTTP status, a
+//! stable `code`, and the agent directive (`retryable`, `retry_after_s`,
+//! `probe_after_s`).
+//!
+//! | status | codes | agent should |
+//! |---|---|---|
+//! | 400 | `invalid_json`, `invalid_batch`, `corrupt_body`, `body_incomplete` | drop, never retry |
+//! | 401 | `missing_key`, `malformed_key`, `unknown_key`, `revoked_key` | keep data (`retryable`), retry within the auth grace, then after `probe_after_s` |
+//! | 403 | `account_suspended`, `app_forbidden` | likewise |
+//! | 404/405 | `not_found`, `method_not_allowed` | fix the client |
+//! | 413 | `payload_too_large` | drop |
+//! | 415 | `unsupported_media_type`, `unsupported_encoding` | drop |
+//! | 429 | `rate_limited` | retry after `Retry-After` |
+//! | 503 | `auth_unavailable`, `queue_unavailable`, `queue_backpressure`, `queue_timeout`, `queue_nacked`, `queue_unroutable`, `shutting_down` | retry after `Retry-After` |
+//!
+//! `auth_unavailable` (undecidable) is a 503, never a 401: only a verdict of
+//! the source of truth or of the key's own bytes is a 401.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use inlet_domain::{BatchError, DecodeError, Disposition, UnsupportedEncoding, Verdict};
+use inlet_queue::PublishError;
+use serde::Serialize;
+
+use crate::settings::ApiSettings;
+
+/// Everything a push can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The authenticator did not accept the key (any verdict but
+    /// `Accepted`).
+    Auth(Verdict),
+    /// The key is restricted to another app.
+    AppForbidden {
+        /// The app the batch named.
+        app: String,
+    },
+    /// The key's token bucket is empty.
+    RateLimited {
+        /// Seconds until a token is available.
+        wait_s: u32,
+    },
+    /// `Content-Type` is not JSON.
+    UnsupportedMediaType(String),
+    /// `Content-Encoding` is not supported.
+    UnsupportedEncoding(UnsupportedEncoding),
+    /// The body, or the body once decompressed, is over its limit.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+        /// Whether the decompressed size was over.
+        decompressed: bool,
+    },
+    /// The compressed body does not decompress.
+    CorruptBody(String),
+    /// The body could not be read to its end.
+    BodyIncomplete(String),
+    /// The batch is not valid JSON or breaks the schema.
+    Batch(BatchError),
+    /// The broker did not confirm.
+    Queue(PublishError),
+    /// The instance is shutting down.
+    ShuttingDown,
+    /// No such route.
+    NotFound,
+    /// Wrong method for the route.
+    MethodNotAllowed,
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::TooLarge { limit } => ApiError::PayloadTooLarge {
+                limit,
+                decompressed: true,
+            },
+            DecodeError::Corrupt { .. } => ApiError::CorruptBody(e.to_string()),
+        }
+    }
+}
+
+/// The JSON body of every non-2xx answer.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human explanation.
+    pub message: String,
+    /// Whether the same data may be sent again (also on 401/403: the data
+    /// is good, only the key is in question).
+    pub retryable: bool,
+    /// When to retry, seconds (also in `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u32>,
+    /// How long to pause before trying a rejected key again, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_after_s: Option<u32>,
+    /// The request id (also in `X-Request-Id`).
+    pub request_id: String,
+    /// Field-level violations (400 `invalid_batch` / `invalid_json`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One field-level problem.
+#[derive(Debug, Serialize)]
+pub struct FieldError {
+    /// Field path, e.g. `transactions[3].duration_ms`.
+    pub path: String,
+    /// Rule code, e.g. `too_long`.
+    pub rule: String,
+    /// Human explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Auth(v) => (
+                match v.disposition() {
+                    Disposition::Unauthorized => StatusCode::UNAUTHORIZED,
+                    Disposition::Forbidden => StatusCode::FORBIDDEN,
+                    // Undecidable, and (defensively) anything else.
+                    Disposition::RetryLater | Disposition::Proceed => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                },
+                v.code(),
+            ),
+            ApiError::AppForbidden { .. } => (StatusCode::FORBIDDEN, "app_forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::CorruptBody(_) => (StatusCode::BAD_REQUEST, "corrupt_body"),
+            ApiError::BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "body_incomplete"),
+            ApiError::Batch(e) => (StatusCode::BAD_REQUEST, e.code()),
+            ApiError::Queue(e) => (StatusCode::SERVICE_UNAVAILABLE, e.code()),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Auth(Verdict::Undecidable(reason)) => format!(
+                "the key cannot be checked right now ({}); nothing was decided about it, retry later",
+                reason.as_str()
+            ),
+            ApiError::Auth(Verdict::UnknownKey) => "the API key is not known".into(),
+            ApiError::Auth(Verdict::RevokedKey) => "the API key was revoked".into(),
+            ApiError::Auth(Verdict::SuspendedAccount) => "the account is suspended".into(),
+            ApiError::Auth(Verdict::Malformed(e)) => e.to_string(),
+            ApiError::Auth(Verdict::Accepted(_)) => {
+                "internal: accepted key reported as error".into()
+            }
+            ApiError::AppForbidden { app } => format!("this key may not push data for app {app:?}"),
+            ApiError::RateLimited { wait_s } => {
+                format!("rate limit exceeded for this key; retry in {wait_s} s")
+            }
+            ApiError::UnsupportedMediaType(ct) => {
+                format!("content type {ct:?} is not supported; send application/json")
+            }
+            ApiError::UnsupportedEncoding(e) => e.to_string(),
+            ApiError::PayloadTooLarge {
+                limit,
+                decompressed,
+            } => format!(
+                "the {} body exceeds {limit} bytes",
+                if *decompressed {
+                    "decompressed"
+                } else {
+                    "request"
+                }
+            ),
+            ApiError::CorruptBody(m) | ApiError::BodyIncomplete(m) => m.clone(),
+            ApiError::Batch(e) => e.to_string(),
+            ApiError::Queue(e) => format!("the push could not be queued: {e}"),
+            ApiError::ShuttingDown => "this instance is shutting down; retry".into(),
+            ApiError::NotFound => "no such endpoint".into(),
+            ApiError::MethodNotAllowed => "method not allowed on this endpoint".into(),
+        }
+    }
+
+    fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            ApiError::Batch(BatchError::Invalid { violations, more }) => {
+                let mut v: Vec<FieldError> = violations
+                    .iter()
+                    .map(|v| FieldError {
+                        path: v.path.clone(),
+                        rule: serde_json::to_value(v.rule)
+                            .ok()
+                            .and_then(|r| r.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        message: v.message.clone(),
+                    })
+                    .collect();
+                if *more > 0 {
+                    v.push(FieldError {
+                        path: ".".into(),
+                        rule: "more".into(),
+                        message: format!("{more} further violations not listed"),
+                    });
+                }
+                v
+            }
+            ApiError::Batch(BatchError::Syntax { path, message }) => vec![FieldError {
+                path: path.clone(),
+                rule: "syntax".into(),
+                message: message.clone(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Builds the problem document with the agent directive.
+    pub fn problem(&self, settings: &ApiSettings, request_id: &str) -> (StatusCode, Problem) {
+        let (status, code) = self.status_and_code();
+        let (retryable, retry_after_s, probe_after_s) = match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                (true, Some(jittered(settings.retry_after_s, settings)), None)
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait = match self {
+                    ApiError::RateLimited { wait_s } => *wait_s,
+                    _ => 1,
+                };
+                (true, Some(jittered(wait.max(1), settings)), None)
+            }
+            // A rejected key: the data is still good, so it stays
+            // retryable — the agent keeps it and tries again (within its
+            // auth grace window, then every `probe_after_s`) instead of
+            // disengaging.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                (true, None, Some(settings.probe_after_s))
+            }
+            _ => (false, None, None),
+        };
+        (
+            status,
+            Problem {
+                code,
+                message: self.message(),
+                retryable,
+                retry_after_s,
+                probe_after_s,
+                request_id: request_id.to_owned(),
+                errors: self.field_errors(),
+            },
+        )
+    }
+
+    /// The complete HTTP response.
+    pub fn to_response(&self, settings: &ApiSettings, request_id: &str) -> HttpResponse {
+        let (status, problem) = self.problem(settings, request_id);
+        let mut builder = HttpResponseBuilder::new(status);
+        if let Some(s) = problem.retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            builder.insert_header((header::RETRY_AFTER, v));
+        }
+        if matches!(self, ApiError::ShuttingDown) {
+            builder.insert_header((header::CONNECTION, "close"));
+        }
+        builder.json(problem)
+    }
+}
+
+/// `base` plus a random 0..=jitter seconds.
+fn jittered(base: u32, settings: &ApiSettings) -> u32 {
+    if settings.retry_after_jitter_s == 0 {
+        return base;
+    }
+    base + rand::random_range(0..=settings.retry_after_jitter_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inlet_domain::{KeyError, UndecidableReason};
+
+    #[test]
+    fn undecidable_is_never_401() {
+        let s = ApiSettings::default();
+        for reason in [
+            UndecidableReason::StoresUnavailable,
+            UndecidableReason::Timeout,
+            UndecidableReason::NotPopulated,
+            UndecidableReason::ConfirmationThrottled,
+        ] {
+            let (status, p) = ApiError::Auth(Verdict::Undecidable(reason)).problem(&s, "r");
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(p.code, "auth_unavailable");
+            assert!(p.retryable);
+            let after = p.retry_after_s.unwrap();
+            assert!((2..=5).contains(&after), "{after}");
+        }
+    }
+
+    #[test]
+    fn rejections_carry_probe_after() {
+        let s = ApiSettings::default();
+        for (v, status, code) in [
+            (Verdict::UnknownKey, 401, "unknown_key"),
+            (Verdict::RevokedKey, 401, "revoked_key"),
+            (Verdict::Malformed(KeyError::Missing), 401, "missing_key"),
+            (Verdict::Malformed(KeyError::Checksum), 401, "malformed_key"),
+            (Verdict::SuspendedAccount, 403, "account_suspended"),
+        ] {
+            let (st, p) = ApiError::Auth(v).problem(&s, "r");
+            assert_eq!((st.as_u16(), p.code), (status, code));
+            assert_eq!(p.probe_after_s, Some(300));
+            assert!(p.retry_after_s.is_none());
+            assert!(p.retryable, "the data is good; only the key is in question");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_spread() {
+        let s = ApiSettings::default();
+        let seen: std::collections::HashSet<u32> = (0..200)
+            .map(|_| {
+                ApiError::ShuttingDown
+                    .problem(&s, "r")
+                    .1
+                    .retry_after_s
+                    .unwrap()
+            })
+            .collect();
+        assert!(seen.len() >= 3, "jittered: {seen:?}");
+    }
+}

@@ -1,0 +1,49 @@
+//! The push API agents talk to (actix-web). Its contract is the product:
+//!
+//! - `POST /v1/push` — a JSON batch (identity, gzip, deflate or zstd), the
+//!   key in `Authorization: Bearer`, `X-Inlet-Key` or `?api_key=`. The key
+//!   is checked before the body is read; malformed keys cost no store I/O;
+//!   the body never exceeds its limits, compressed or decompressed; 202 is
+//!   sent only after the broker confirmed the message.
+//! - `GET /health/live`, `GET /health/ready` — ready only when the
+//!   authenticator can decide **and** the publisher is connected, and never
+//!   once shutdown has begun.
+//! - `GET /metrics` — Prometheus text format (here, or on a separate admin
+//!   listener).
+//!
+//! Every non-2xx answer is JSON with a stable `code` and the agent
+//! directive; see [`error`] for the table. Undecidable auth is a 503 with a
+//! jittered `Retry-After`, never a 401.
+//!
+//! # Layout
+//!
+//! - [`app`]: [`Application`] (`build`, `port`, `run_until_stopped`), the
+//!   request-id/metrics middleware, readiness wiring, graceful drain.
+//! - [`push`]: the push handler.
+//! - [`error`]: the single error → status/code/directive mapping.
+//! - [`ratelimit`]: per-key token buckets.
+//! - [`metrics`]: the [`ApiMetrics`].
+//! - [`settings`]: [`ApiSettings`] (`[api]`).
+//!
+//! # Using it from another service
+//!
+//! ```no_run
+//! # async fn run(deps: inlet_api::Dependencies) -> std::io::Result<()> {
+//! use inlet_api::{ApiSettings, Application};
+//! let app = Application::build(ApiSettings::default(), deps)?;
+//! println!("listening on {}", app.port());
+//! app.run_until_stopped(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+pub mod app;
+pub mod error;
+pub mod metrics;
+pub mod push;
+pub mod ratelimit;
+pub mod settings;
+
+pub use app::{Application, Dependencies};
+pub use error::ApiError;
+pub use metrics::ApiMetrics;
+pub use settings::ApiSettings;

@@ -1,0 +1,108 @@
+//! Prometheus metrics of the push API.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Metrics of the HTTP layer. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiMetrics {
+    /// `inlet_api_requests_total{route, status, code}`: answered requests;
+    /// `code` is the error code, or `accepted` for 202 and `ok` for other
+    /// 2xx.
+    pub requests: IntCounterVec,
+    /// `inlet_api_request_duration_seconds{route}`: from the request line
+    /// to the response.
+    pub duration: HistogramVec,
+    /// `inlet_api_request_body_bytes{stage}`: push body sizes, `received`
+    /// (as sent) and `decoded` (decompressed).
+    pub body_bytes: HistogramVec,
+    /// `inlet_api_batch_items_total{kind}`: accepted samples by kind
+    /// (`transaction`, `metric`, `error`).
+    pub items: IntCounterVec,
+    /// `inlet_api_in_flight_requests`: requests being handled.
+    pub in_flight: IntGauge,
+    /// `inlet_api_dependency_ready{dependency}`: 1 when `auth` can decide /
+    /// the `queue` publisher is connected.
+    pub dependency_ready: IntGaugeVec,
+    /// `inlet_api_ready`: 1 when `/health/ready` answers 200.
+    pub ready: IntGauge,
+    /// `inlet_api_rate_limited_total`: pushes refused by the per-key rate
+    /// limit.
+    pub rate_limited: prometheus::IntCounter,
+}
+
+impl ApiMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = ApiMetrics::unregistered()?;
+        for c in m.collectors() {
+            registry.register(c)?;
+        }
+        Ok(m)
+    }
+
+    /// Every collector, for registration and for the metrics-reference
+    /// check (which reads their descriptions).
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.duration.clone()),
+            Box::new(self.body_bytes.clone()),
+            Box::new(self.items.clone()),
+            Box::new(self.in_flight.clone()),
+            Box::new(self.dependency_ready.clone()),
+            Box::new(self.ready.clone()),
+            Box::new(self.rate_limited.clone()),
+        ]
+    }
+
+    /// Creates the metrics without registering them.
+    pub fn unregistered() -> prometheus::Result<Self> {
+        Ok(ApiMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "inlet_api_requests_total",
+                    "Answered HTTP requests by route, status and code.",
+                ),
+                &["route", "status", "code"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "inlet_api_request_duration_seconds",
+                    "HTTP request duration.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                &["route"],
+            )?,
+            body_bytes: HistogramVec::new(
+                HistogramOpts::new(
+                    "inlet_api_request_body_bytes",
+                    "Push body size, as received and decoded.",
+                )
+                .buckets(prometheus::exponential_buckets(256.0, 4.0, 9)?),
+                &["stage"],
+            )?,
+            items: IntCounterVec::new(
+                Opts::new("inlet_api_batch_items_total", "Accepted samples by kind."),
+                &["kind"],
+            )?,
+            in_flight: IntGauge::new("inlet_api_in_flight_requests", "Requests being handled.")?,
+            dependency_ready: IntGaugeVec::new(
+                Opts::new(
+                    "inlet_api_dependency_ready",
+                    "1 when the dependency is ready (auth can decide, queue connected).",
+                ),
+                &["dependency"],
+            )?,
+            ready: IntGauge::new("inlet_api_ready", "1 when /health/ready answers 200.")?,
+            rate_limited: prometheus::IntCounter::new(
+                "inlet_api_rate_limited_total",
+                "Pushes refused by the per-key rate limit.",
+            )?,
+        })
+    }
+}

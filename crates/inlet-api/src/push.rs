@@ -1,0 +1,249 @@
+//! `POST /v1/push`: authenticate (before reading the body), rate-limit,
+//! read and decode the body within limits, validate, publish, and answer
+//! 202 only after the broker's confirm.
+
+use actix_web::http::header;
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use futures::StreamExt as _;
+use inlet_domain::{AuthMode, Batch, ContentEncoding, Envelope, Verdict, now_ms};
+use serde::Serialize;
+
+use crate::app::{AppState, RequestId, ResponseCode};
+use crate::error::ApiError;
+
+/// Where agents may put the key, in order of precedence.
+pub fn extract_key(req: &HttpRequest) -> Option<String> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION)
+        && let Ok(v) = v.to_str()
+        && let Some((scheme, token)) = v.trim().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(token.trim().to_owned());
+    }
+    if let Some(v) = req.headers().get("x-inlet-key")
+        && let Ok(v) = v.to_str()
+    {
+        return Some(v.trim().to_owned());
+    }
+    // Older agents send `?api_key=`. The query string is never logged.
+    req.query_string().split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == "api_key").then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 3 <= b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    id: String,
+    request_id: &'a str,
+}
+
+/// The handler.
+pub async fn push(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(String::new, |r| r.0.clone());
+    match handle(&req, payload, &state).await {
+        Ok(id) => {
+            let mut resp = HttpResponse::Accepted().json(Accepted {
+                id: id.to_string(),
+                request_id: &request_id,
+            });
+            resp.extensions_mut().insert(ResponseCode("accepted"));
+            resp
+        }
+        Err(e) => {
+            let mut resp = e.to_response(&state.settings, &request_id);
+            resp.extensions_mut()
+                .insert(ResponseCode(e.status_and_code().1));
+            resp
+        }
+    }
+}
+
+async fn handle(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+) -> Result<uuid::Uuid, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
+
+    // 1. Authenticate before reading a byte of the body.
+    let raw_key = extract_key(req);
+    let decision = state.auth.decide(raw_key.as_deref()).await;
+    let grant = match decision.verdict {
+        Verdict::Accepted(g) => g,
+        other => return Err(ApiError::Auth(other)),
+    };
+    let Some(digest) = decision.digest else {
+        return Err(ApiError::Auth(Verdict::UnknownKey));
+    };
+
+    // 2. Per-key rate limit.
+    if let Err(wait) = state.limiter.check(grant.key_id, grant.rate_limit) {
+        state.metrics.rate_limited.inc();
+        return Err(ApiError::RateLimited {
+            wait_s: wait.as_secs_f64().ceil().max(1.0) as u32,
+        });
+    }
+
+    // 3. Content type and encoding.
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType(
+                ct.chars().take(64).collect(),
+            ));
+        }
+    }
+    let encoding = match req.headers().get(header::CONTENT_ENCODING) {
+        None => ContentEncoding::Identity,
+        Some(v) => ContentEncoding::parse(v.to_str().unwrap_or("?"))
+            .map_err(ApiError::UnsupportedEncoding)?,
+    };
+
+    // 4. Read the body, never more than the limit.
+    let limit = state.settings.max_body_bytes;
+    let too_large = ApiError::PayloadTooLarge {
+        limit,
+        decompressed: false,
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BodyIncomplete(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    state
+        .metrics
+        .body_bytes
+        .with_label_values(&["received"])
+        .observe(body.len() as f64);
+
+    // 5. Decode within the decompressed limit, and validate.
+    let received_at_ms = now_ms();
+    let decoded = encoding.decode(&body, state.settings.max_decoded_bytes)?;
+    state
+        .metrics
+        .body_bytes
+        .with_label_values(&["decoded"])
+        .observe(decoded.len() as f64);
+    let batch = Batch::decode(&decoded, &state.limits, received_at_ms).map_err(ApiError::Batch)?;
+    if let Some(allowed) = &grant.app
+        && allowed != batch.app()
+    {
+        return Err(ApiError::AppForbidden {
+            app: batch.app().to_string(),
+        });
+    }
+
+    // 6. Publish; 202 only once the broker has confirmed.
+    let envelope = Envelope {
+        message_id: Envelope::new_message_id(),
+        account_id: grant.account_id.clone(),
+        key_id: grant.key_id,
+        key_digest: digest,
+        auth_mode: grant.mode,
+        received_at_ms,
+        content_encoding: encoding,
+        batch_id: batch.batch_id().cloned(),
+        body: body.to_vec(),
+    };
+    state
+        .publisher
+        .publish(&envelope)
+        .await
+        .map_err(ApiError::Queue)?;
+    let m = &state.metrics.items;
+    m.with_label_values(&["transaction"])
+        .inc_by(batch.transactions().len() as u64);
+    m.with_label_values(&["metric"])
+        .inc_by(batch.metrics().len() as u64);
+    m.with_label_values(&["error"])
+        .inc_by(batch.errors().len() as u64);
+    if grant.mode == AuthMode::Provisional {
+        tracing::info!(key_id = %grant.key_id, message_id = %envelope.message_id, "push accepted provisionally");
+    }
+    Ok(envelope.message_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn key_sources_in_order() {
+        let req = TestRequest::default()
+            .insert_header(("Authorization", "Bearer abc"))
+            .insert_header(("X-Inlet-Key", "def"))
+            .uri("/v1/push?api_key=ghi")
+            .to_http_request();
+        assert_eq!(extract_key(&req).as_deref(), Some("abc"));
+        let req = TestRequest::default()
+            .insert_header(("Authorization", "Basic xyz"))
+            .insert_header(("X-Inlet-Key", " def "))
+            .to_http_request();
+        assert_eq!(extract_key(&req).as_deref(), Some("def"));
+        let req = TestRequest::default()
+            .uri("/v1/push?x=1&api_key=g%2Dh&y=2")
+            .to_http_request();
+        assert_eq!(extract_key(&req).as_deref(), Some("g-h"));
+        let req = TestRequest::default().uri("/v1/push").to_http_request();
+        assert_eq!(extract_key(&req), None);
+    }
+
+    #[test]
+    fn percent_decoding_is_total() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+}

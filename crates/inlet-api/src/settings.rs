@@ -1,0 +1,112 @@
+//! `[api]`: the push API's own settings.
+
+use serde::{Deserialize, Serialize};
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Address of the push listener. Default `0.0.0.0:8080`.
+    pub listen: String,
+    /// When set, `/metrics` is served on this separate admin listener
+    /// instead of the push listener (health endpoints stay on both).
+    /// Default: none.
+    pub admin_listen: Option<String>,
+    /// HTTP worker threads; 0 means one per CPU. Default 0.
+    pub workers: usize,
+    /// Largest request body as sent (compressed), bytes. Default 1048576.
+    pub max_body_bytes: usize,
+    /// Largest body after decompression, bytes; decompression stops there
+    /// (gzip bombs). Default 8388608.
+    pub max_decoded_bytes: usize,
+    /// Requests per second per key when the account has no limit of its
+    /// own. Default 100.
+    pub default_rate_per_s: u32,
+    /// Burst per key when the account has no limit of its own. Default 200.
+    pub default_burst: u32,
+    /// Most keys tracked by the rate limiter. Default 100000.
+    pub rate_limiter_max_keys: u64,
+    /// Base `Retry-After` for 503 answers, seconds. Default 2.
+    pub retry_after_s: u32,
+    /// Random extra added to every `Retry-After`, up to this many seconds,
+    /// so that agents do not come back in lockstep. Default 3.
+    pub retry_after_jitter_s: u32,
+    /// How long an agent should pause before trying a rejected (401/403)
+    /// key again, seconds (`probe_after_s`). Default 300.
+    pub probe_after_s: u32,
+    /// On SIGTERM, how long the API keeps serving after readiness turns
+    /// 503, so load balancers stop sending traffic first, milliseconds.
+    /// Default 5000.
+    pub shutdown_delay_ms: u64,
+    /// Then, how long in-flight requests (and their broker confirms) may
+    /// take to finish, seconds. Default 30.
+    pub shutdown_timeout_s: u64,
+    /// Time allowed to receive a request's headers, milliseconds.
+    /// Default 5000.
+    pub client_request_timeout_ms: u64,
+    /// Idle keep-alive, seconds. Default 75.
+    pub keep_alive_s: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: "0.0.0.0:8080".to_owned(),
+            admin_listen: None,
+            workers: 0,
+            max_body_bytes: 1 << 20,
+            max_decoded_bytes: 8 << 20,
+            default_rate_per_s: 100,
+            default_burst: 200,
+            rate_limiter_max_keys: 100_000,
+            retry_after_s: 2,
+            retry_after_jitter_s: 3,
+            probe_after_s: 300,
+            shutdown_delay_ms: 5_000,
+            shutdown_timeout_s: 30,
+            client_request_timeout_ms: 5_000,
+            keep_alive_s: 75,
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}` {message}")]
+pub struct InvalidApiSetting {
+    /// Dotted key.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: &'static str,
+}
+
+impl ApiSettings {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), InvalidApiSetting> {
+        let bad = |key, message| Err(InvalidApiSetting { key, message });
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("api.listen", "must be an address like 0.0.0.0:8080");
+        }
+        if let Some(a) = &self.admin_listen
+            && a.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad("api.admin_listen", "must be an address like 0.0.0.0:9090");
+        }
+        if self.max_body_bytes == 0 || self.max_decoded_bytes < self.max_body_bytes {
+            return bad(
+                "api.max_decoded_bytes",
+                "must be at least api.max_body_bytes (> 0)",
+            );
+        }
+        if self.default_rate_per_s == 0 || self.default_burst == 0 {
+            return bad(
+                "api.default_rate_per_s",
+                "rate and burst must be at least 1",
+            );
+        }
+        if self.retry_after_s == 0 {
+            return bad("api.retry_after_s", "must be at least 1");
+        }
+        Ok(())
+    }
+}

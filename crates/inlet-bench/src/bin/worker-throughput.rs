@@ -1,0 +1,182 @@
+//! The worker (decode, validate, fold, transaction with dedup markers,
+//! ack) against a bare bulk-upsert loop writing the same bucket documents
+//! into the same MongoDB, without queue, transaction or dedup.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use inlet_auth::MongoStore;
+use inlet_auth::migrate::{Migration, Migrator};
+use inlet_domain::{
+    AccountId, AuthMode, Batch, BatchLimits, ContentEncoding, Envelope, KeyDigest, KeyId, now_ms,
+};
+use inlet_queue::{Publisher, QueueMetrics, QueueSettings};
+use inlet_worker::aggregate::Aggregates;
+use inlet_worker::{AggregateStore, Pipeline, Processor, WorkerMetrics, WorkerSettings};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "mongodb://127.0.0.1:27017/?retryWrites=false")]
+    mongo: String,
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp: String,
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    #[arg(long, default_value_t = 50)]
+    transactions_per_message: usize,
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    #[arg(long, default_value = "migrations")]
+    migrations: PathBuf,
+}
+
+fn batch(i: usize, n: usize, start: i64) -> serde_json::Value {
+    let tx: Vec<serde_json::Value> = (0..n)
+        .map(|j| {
+            serde_json::json!({
+                "action": format!("Controller#action{}", (i + j) % 20),
+                "start_ms": start + (j as i64 % 5) * 60_000,
+                "duration_ms": 1.0 + ((i * 7 + j) % 500) as f64,
+                "status": if j % 17 == 0 { 500 } else { 200 },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "batch_id": format!("w{i}"),
+        "agent": {"name": "bench", "version": "1"}, "app": "shop", "environment": "production",
+        "transactions": tx,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let id = uuid::Uuid::now_v7().simple().to_string()[..12].to_owned();
+    let client = mongodb::Client::with_uri_str(&args.mongo).await?;
+    let worker_db = client.database(&format!("bench_worker_{id}"));
+    let bare_db = client.database(&format!("bench_bare_{id}"));
+    let migrations = Migration::load_dir(&args.migrations)?;
+    Migrator::new(worker_db.clone(), migrations.clone())?
+        .run()
+        .await?;
+    Migrator::new(bare_db.clone(), migrations)?.run().await?;
+    let start = inlet_domain::Minute::containing(now_ms() - 30 * 60_000).start_ms();
+    let bodies: Vec<serde_json::Value> = (0..args.messages)
+        .map(|i| batch(i, args.transactions_per_message, start))
+        .collect();
+    let total_tx = (args.messages * args.transactions_per_message) as f64;
+    let account = AccountId::parse("bench")?;
+
+    // --- the worker -------------------------------------------------
+    let queue = QueueSettings {
+        url: args.amqp.clone(),
+        prefix: format!("bench-worker-{id}"),
+        prefetch: 128,
+        ..QueueSettings::default()
+    };
+    let publisher = Publisher::start(queue.clone(), QueueMetrics::unregistered()?)?;
+    anyhow::ensure!(
+        publisher.wait_connected(Duration::from_secs(10)).await,
+        "broker unreachable"
+    );
+    for (i, b) in bodies.iter().enumerate() {
+        let raw = serde_json::to_vec(b)?;
+        publisher
+            .publish(&Envelope {
+                message_id: Envelope::new_message_id(),
+                account_id: Some(account.clone()),
+                key_id: KeyId::from_u64(i as u64),
+                key_digest: KeyDigest::of_secret("bench"),
+                auth_mode: AuthMode::Confirmed,
+                received_at_ms: now_ms(),
+                content_encoding: ContentEncoding::Gzip,
+                batch_id: inlet_domain::BatchId::parse(&format!("w{i}")),
+                body: ContentEncoding::Gzip.encode(&raw),
+            })
+            .await?;
+    }
+    let settings = WorkerSettings {
+        concurrency: args.concurrency,
+        ..WorkerSettings::default()
+    };
+    let metrics = WorkerMetrics::unregistered()?;
+    let processor = Processor::new(
+        AggregateStore::new(worker_db.clone(), true),
+        MongoStore::new(worker_db.clone()),
+        BatchLimits::default(),
+        settings.clone(),
+        metrics.clone(),
+    );
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let mut runners = Vec::new();
+    for _ in 0..args.concurrency {
+        let p = Pipeline::start(
+            queue.clone(),
+            QueueMetrics::unregistered()?,
+            processor.clone(),
+            settings.clone(),
+            cancel.clone(),
+        )?;
+        runners.push(tokio::spawn(p.run()));
+    }
+    while metrics.messages.with_label_values(&["processed"]).get() < args.messages as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let worker_secs = started.elapsed().as_secs_f64();
+    cancel.cancel();
+    for r in runners {
+        let _ = r.await;
+    }
+
+    // --- the bare loop: same documents, batch by batch ----------------
+    let bare = AggregateStore::new(bare_db.clone(), false);
+    let decoded: Vec<Batch> = bodies
+        .iter()
+        .map(|b| {
+            Batch::decode(
+                &serde_json::to_vec(b).unwrap_or_default(),
+                &BatchLimits::default(),
+                now_ms(),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    for chunk in decoded.chunks(settings.batch_max_messages) {
+        let mut agg = Aggregates::default();
+        for b in chunk {
+            agg.add(&account, b);
+        }
+        let models = bare.models(&agg);
+        client.bulk_write(models).ordered(false).await?;
+    }
+    let bare_secs = started.elapsed().as_secs_f64();
+
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "worker-throughput", "messages": args.messages, "transactions": total_tx,
+            "concurrency": args.concurrency,
+            "worker_seconds": worker_secs, "worker_tx_per_s": total_tx / worker_secs,
+            "bare_seconds": bare_secs, "bare_tx_per_s": total_tx / bare_secs,
+            "ratio": (total_tx / worker_secs) / (total_tx / bare_secs),
+        })
+    );
+    publisher.close().await;
+    let _ = worker_db.drop().await;
+    let _ = bare_db.drop().await;
+    let conn =
+        lapin::Connection::connect(&args.amqp, lapin::ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    let names = inlet_queue::Names::from_settings(&queue);
+    for q in names.all_queues() {
+        let _ = ch.queue_delete(q.into(), Default::default()).await;
+    }
+    for e in names.all_exchanges() {
+        let _ = ch.exchange_delete(e.into(), Default::default()).await;
+    }
+    Ok(())
+}

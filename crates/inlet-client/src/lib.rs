@@ -1,0 +1,107 @@
+//! The agent-side transport for the Inlet push API: an agent built on it
+//! never goes silent on a blip.
+//!
+//! Inlet exists because of an incident: a deploy made the push API answer
+//! 401 to valid keys for under a minute, and agents built to shut down on
+//! 401 went silent for hours. This crate is the agent half of the fix. It
+//! follows the push API's status contract (`docs/http-api.md`):
+//!
+//! - **Batching and gzip.** Items are recorded without blocking into a
+//!   buffer bounded by serialized bytes (drop-oldest, counted), and sent in
+//!   batches by size and by interval, gzip-compressed.
+//! - **Idempotent retries.** Each batch gets a `batch_id` when it is
+//!   formed and keeps it (and its exact bytes) across every retry, so the
+//!   server stores a batch re-sent after a lost response once.
+//! - **Jittered backoff.** 429, 5xx, timeouts and connection errors are
+//!   retried with full-jitter exponential backoff, never earlier than the
+//!   server's `Retry-After` / `retry_after_s`.
+//! - **No disengaging on 401/403.** A rejected key keeps its data and
+//!   retries within an auth grace window (5 min). Only a rejection for the
+//!   whole window pauses the client; a paused client probes periodically
+//!   and resumes by itself on the first success. No restart is ever needed.
+//! - **400/413/415 drop the batch** (counted by reason): sending it again
+//!   cannot succeed. Items are checked against the server's rules as they
+//!   are recorded, so one bad item does not take a batch down with it.
+//!
+//! See `docs/client.md` for the policy table, the state machine and the
+//! configuration options with their defaults.
+//!
+//! # Using it in an agent
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use inlet_client::{Client, ClientEvent};
+//! use inlet_domain::{WireTransaction, now_ms};
+//!
+//! # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder("https://inlet.example.com", "inlet_AQG31mIOzsOPBuLO8Te_1qIUIw15YhkCK2qmeFjj6sIY3WasjskHQE6OrJbmNpLz")
+//!     .app("shop")
+//!     .environment("production")
+//!     .agent("my-agent", "1.0.0")
+//!     .on_event(|e| {
+//!         if let ClientEvent::AuthPaused { error, .. } = e {
+//!             tracing::warn!(code = ?error.code, "inlet key rejected; data kept, still probing");
+//!         }
+//!     })
+//!     .build()?; // a malformed key or endpoint fails here, not later
+//!
+//! // Anywhere in the application (never blocks, never awaits):
+//! client.record_transaction(WireTransaction {
+//!     action: "OrdersController#index".into(),
+//!     namespace: Some("web".into()),
+//!     start_ms: now_ms(),
+//!     duration_ms: 12.5,
+//!     status: Some(200),
+//!     error: None,
+//! });
+//!
+//! // Health for the agent's own diagnostics.
+//! let stats = client.stats();
+//! tracing::info!(accepted = stats.accepted.items, dropped = stats.dropped_items.total(), state = stats.state.label());
+//!
+//! // Before exiting: flush what is buffered, for at most 5 s.
+//! let report = client.shutdown(Duration::from_secs(5)).await;
+//! tracing::info!(left = report.left_items, "inlet client stopped");
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`builder`]: [`ClientBuilder`] (every option with its default),
+//!   [`WhenAuthPaused`], [`BuildError`].
+//! - [`client`]: [`Client`] (recording, `flush`, `stats`, `shutdown`) and
+//!   [`ShutdownReport`]; the state shared with the flusher.
+//! - `flusher` (private): the background task: forms batches, sends one at
+//!   a time, applies the policy.
+//! - [`policy`]: the pure retry policy: status classification, full-jitter
+//!   backoff, the `Sending` / `BackingOff` / `AuthPaused` state machine.
+//! - [`retry_after`]: `Retry-After` (delta-seconds and HTTP-date) and body
+//!   hints.
+//! - [`response`]: the API's answers ([`Problem`], [`AcceptedBody`]).
+//! - [`buffer`]: [`Item`], the bounded drop-oldest buffer, batch formation
+//!   and body assembly.
+//! - [`stats`]: [`ClientStats`], [`ClientState`], [`ClientEvent`],
+//!   [`DropReason`], [`LastError`].
+//! - [`transport`]: one HTTP attempt; [`KeyHeader`].
+//! - [`push`]: a single send with no policy, for `inlet push`.
+//! - [`load`]: the load generator behind `inlet load`, and synthetic
+//!   batches.
+
+pub mod buffer;
+pub mod builder;
+pub mod client;
+mod flusher;
+pub mod load;
+pub mod policy;
+pub mod push;
+pub mod response;
+pub mod retry_after;
+pub mod stats;
+pub mod transport;
+
+pub use buffer::Item;
+pub use builder::{BuildError, ClientBuilder, WhenAuthPaused};
+pub use client::{Client, ShutdownReport};
+pub use response::{AcceptedBody, FieldError, Problem};
+pub use stats::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
+pub use transport::{KeyHeader, TransportError};

@@ -1,0 +1,189 @@
+//! The push API's answers as the client reads them: the 202 body, the
+//! problem document of every other status, and what the retry policy takes
+//! from a response.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::retry_after;
+
+/// The body of a 202.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AcceptedBody {
+    /// The message id the server gave the batch.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The request id (also in `X-Request-Id`).
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// The JSON body of every non-2xx answer (see `docs/http-api.md`).
+///
+/// Every field is optional when reading: a proxy in front of Inlet may
+/// answer with something else entirely, and the client must still act.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Problem {
+    /// Stable machine-readable code, e.g. `auth_unavailable`.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Human explanation.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Whether the same data may be sent again.
+    #[serde(default)]
+    pub retryable: Option<bool>,
+    /// Minimum wait before a retry, seconds (429 and 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<f64>,
+    /// How long to pause before trying a rejected key again, seconds (401
+    /// and 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_after_s: Option<f64>,
+    /// The request id (also in `X-Request-Id`).
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Field-level violations (400).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One field-level violation of a 400.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FieldError {
+    /// Field path, e.g. `transactions[3].duration_ms`.
+    #[serde(default)]
+    pub path: String,
+    /// Rule code, e.g. `too_long`.
+    #[serde(default)]
+    pub rule: String,
+    /// Human explanation.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl Problem {
+    /// Parses a problem document; anything that is not one gives `None`.
+    pub fn parse(body: &[u8]) -> Option<Problem> {
+        serde_json::from_slice(body).ok()
+    }
+}
+
+/// What the retry policy needs from an HTTP response.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResponseSummary {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Retry-After` and `retry_after_s` combined (the larger), capped.
+    pub retry_after: Option<Duration>,
+    /// `probe_after_s`, capped.
+    pub probe_after: Option<Duration>,
+    /// The problem document, when the body was one.
+    pub problem: Option<Problem>,
+    /// The 202 body's message id.
+    pub id: Option<String>,
+    /// `X-Request-Id`, or the body's `request_id`.
+    pub request_id: Option<String>,
+}
+
+impl ResponseSummary {
+    /// Builds the summary from the parts of a response. `now` is the
+    /// wall-clock time an HTTP-date `Retry-After` is measured from.
+    pub fn from_parts(
+        status: u16,
+        retry_after_header: Option<&str>,
+        request_id_header: Option<&str>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> ResponseSummary {
+        let header_wait = retry_after_header.and_then(|v| retry_after::parse_retry_after(v, now));
+        let (problem, accepted) = if (200..300).contains(&status) {
+            (
+                None,
+                serde_json::from_slice::<AcceptedBody>(body).unwrap_or_default(),
+            )
+        } else {
+            (Problem::parse(body), AcceptedBody::default())
+        };
+        let body_wait = problem
+            .as_ref()
+            .and_then(|p| retry_after::from_body_seconds(p.retry_after_s));
+        let retry_after = match (header_wait, body_wait) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let probe_after = problem
+            .as_ref()
+            .and_then(|p| retry_after::from_body_seconds(p.probe_after_s));
+        let request_id = request_id_header
+            .map(str::to_owned)
+            .or_else(|| problem.as_ref().and_then(|p| p.request_id.clone()))
+            .or(accepted.request_id);
+        ResponseSummary {
+            status,
+            retry_after,
+            probe_after,
+            problem,
+            id: accepted.id,
+            request_id,
+        }
+    }
+
+    /// The problem's code, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.problem.as_ref().and_then(|p| p.code.as_deref())
+    }
+
+    /// The problem's message, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.problem.as_ref().and_then(|p| p.message.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn header_and_body_waits_combine_to_the_larger() {
+        let now = SystemTime::UNIX_EPOCH;
+        let body = br#"{"code":"auth_unavailable","message":"m","retryable":true,"retry_after_s":4,"request_id":"r1"}"#;
+        let s = ResponseSummary::from_parts(503, Some("2"), None, body, now);
+        assert_eq!(s.retry_after, Some(Duration::from_secs(4)));
+        assert_eq!(s.code(), Some("auth_unavailable"));
+        assert_eq!(s.request_id.as_deref(), Some("r1"));
+        let s = ResponseSummary::from_parts(503, Some("9"), Some("hdr"), body, now);
+        assert_eq!(s.retry_after, Some(Duration::from_secs(9)));
+        assert_eq!(s.request_id.as_deref(), Some("hdr"));
+        // Body only.
+        let s = ResponseSummary::from_parts(429, None, None, body, now);
+        assert_eq!(s.retry_after, Some(Duration::from_secs(4)));
+        // Header only, body not JSON (a proxy's HTML page).
+        let s = ResponseSummary::from_parts(503, Some("3"), None, b"<html>", now);
+        assert_eq!(s.retry_after, Some(Duration::from_secs(3)));
+        assert!(s.problem.is_none());
+    }
+
+    #[test]
+    fn probe_after_and_accepted_id() {
+        let now = SystemTime::UNIX_EPOCH;
+        let body = br#"{"code":"unknown_key","message":"the API key is not known","retryable":false,"probe_after_s":300,"request_id":"x"}"#;
+        let s = ResponseSummary::from_parts(401, None, None, body, now);
+        assert_eq!(s.probe_after, Some(Duration::from_secs(300)));
+        assert_eq!(s.retry_after, None);
+        assert_eq!(s.message(), Some("the API key is not known"));
+        let s = ResponseSummary::from_parts(
+            202,
+            None,
+            None,
+            br#"{"id":"0190","request_id":"abc"}"#,
+            now,
+        );
+        assert_eq!(s.id.as_deref(), Some("0190"));
+        assert_eq!(s.request_id.as_deref(), Some("abc"));
+        assert!(s.problem.is_none());
+    }
+}

@@ -1,0 +1,39 @@
+//! Observability plumbing shared by every Inlet service: logging set-up,
+//! a Prometheus registry with its text-format handler, a health registry
+//! for liveness/readiness, and a small admin HTTP listener that serves all
+//! three for processes without an HTTP API of their own (worker, sync).
+//!
+//! # Layout
+//!
+//! - [`logging`]: [`LogSettings`] and [`logging::init`] (pretty locally,
+//!   JSON in production, `RUST_LOG` overrides).
+//! - [`metrics`]: [`MetricsRegistry`], one per process, passed to each
+//!   crate's `Metrics::register`.
+//! - [`health`]: [`Health`], where components report whether they can do
+//!   their job; `/health/ready` reads it.
+//! - [`admin`]: [`AdminServer`], `/health/live`, `/health/ready`,
+//!   `/metrics` on a port of its own.
+//!
+//! # Using it from another service
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use inlet_obs::{AdminServer, Health, MetricsRegistry};
+//! let registry = MetricsRegistry::new("my_service");
+//! let health = Health::new();
+//! health.set("database", true, "connected");
+//! let admin = AdminServer::bind("127.0.0.1:0", registry.clone(), health.clone())?;
+//! let _port = admin.port();
+//! tokio::spawn(admin.run());
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+
+pub use admin::AdminServer;
+pub use health::{ComponentHealth, Health, HealthReport};
+pub use logging::{LogFormat, LogSettings};
+pub use metrics::MetricsRegistry;

@@ -1,0 +1,419 @@
+//! Typed settings for the AMQP side of Inlet (`[queue]` in the layered
+//! configuration).
+//!
+//! Every field has a built-in default, so an empty `[queue]` section works
+//! against a local broker. [`QueueSettings::validate`] runs once at start-up
+//! and names the offending field; the rest of the crate relies on it (names
+//! fit in an AMQP short string, timeouts are non-zero, and so on).
+
+use std::time::Duration;
+
+use lapin::uri::AMQPUri;
+use serde::{Deserialize, Serialize};
+
+/// The longest prefix accepted: every derived name (the longest is
+/// `{prefix}.push.delay.{ms}`) must fit in an AMQP short string (255 bytes).
+pub const MAX_PREFIX_LEN: usize = 200;
+
+/// The longest accepted `connection_name` (it is suffixed with the role).
+pub const MAX_CONNECTION_NAME_LEN: usize = 200;
+
+/// Which RabbitMQ queue type holds Inlet's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueType {
+    /// Replicated Raft queues: the durable choice, and the only type with a
+    /// broker-side delivery limit and at-least-once dead-lettering.
+    #[default]
+    Quorum,
+    /// Classic mirrored-or-not queues, for single-node development brokers
+    /// or brokers without quorum support.
+    Classic,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// Connection, topology, publishing and consuming options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Broker URL (`amqp://` or `amqps://`), with credentials and vhost.
+    /// A `heartbeat` query parameter in it is overridden by `heartbeat_s`.
+    /// Default: `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Prefix of every exchange and queue name, so several deployments (or
+    /// tests) can share one vhost. Characters `A-Z a-z 0-9 . _ -`, at most
+    /// 200 bytes, not starting with `amq.`. Default: `inlet`.
+    pub prefix: String,
+    /// Type of every queue this crate declares. Changing it on a broker
+    /// that already has the queues fails the declaration (RabbitMQ refuses
+    /// to redeclare a queue with other arguments). Default: `quorum`.
+    pub queue_type: QueueType,
+    /// AMQP heartbeat, seconds. A silently dead broker (or path) is noticed
+    /// after about twice this. Default: 10.
+    pub heartbeat_s: u16,
+    /// Bound on one connection attempt (TCP, AMQP handshake, topology,
+    /// channels), milliseconds. lapin's own `connection_timeout` URI
+    /// parameter is ignored by its async path, hence this. Default: 5000.
+    pub connect_timeout_ms: u64,
+    /// Bound on one publish, from the call to the broker's confirm,
+    /// milliseconds. A publish that takes longer fails with `Timeout` (its
+    /// outcome is then unknown: the message may still be stored).
+    /// Default: 5000.
+    pub confirm_timeout_ms: u64,
+    /// Most publishes awaiting a confirm at once, per publisher. One more is
+    /// refused at once with `Backpressure` instead of queueing, so a slow
+    /// broker sheds load rather than growing memory. Default: 4096.
+    pub max_in_flight: usize,
+    /// AMQP channels in confirm mode per publisher connection; publishes go
+    /// round-robin over them. Default: 2.
+    pub publisher_channels: usize,
+    /// First reconnect delay after a lost or failed connection,
+    /// milliseconds. Default: 100.
+    pub reconnect_initial_ms: u64,
+    /// Cap of the exponential reconnect delay, milliseconds. Kept low so a
+    /// returning broker is used again within a few seconds. Default: 2000.
+    pub reconnect_max_ms: u64,
+    /// Unacknowledged deliveries a consumer may hold (`basic.qos`).
+    /// Default: 64.
+    pub prefetch: u16,
+    /// Delay before each retry, milliseconds: the first value after the
+    /// first failed attempt, the second after the second, and so on; the
+    /// last value repeats. Each distinct value gets its own delay queue.
+    /// Default: `[1000, 5000, 30000, 120000, 600000]`.
+    pub retry_delays_ms: Vec<u64>,
+    /// Attempts a message gets, counting the first delivery as attempt 1.
+    /// When attempt `max_attempts` fails too, the message is dead-lettered.
+    /// Default: 6.
+    pub max_attempts: u32,
+    /// Broker-side poison guard on quorum queues (`x-delivery-limit`): a
+    /// message redelivered more often than this (requeues, consumer
+    /// crashes) is dead-lettered by the broker. Ignored for classic queues.
+    /// Default: 20.
+    pub delivery_limit: u32,
+    /// Client-provided connection name shown by the broker's management
+    /// tools, suffixed with the role (`inlet-publisher`, `inlet-consumer`,
+    /// `inlet-retry`). Default: `inlet`.
+    pub connection_name: String,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "inlet".into(),
+            queue_type: QueueType::Quorum,
+            heartbeat_s: 10,
+            connect_timeout_ms: 5000,
+            confirm_timeout_ms: 5000,
+            max_in_flight: 4096,
+            publisher_channels: 2,
+            reconnect_initial_ms: 100,
+            reconnect_max_ms: 2000,
+            prefetch: 64,
+            retry_delays_ms: vec![1000, 5000, 30_000, 120_000, 600_000],
+            max_attempts: 6,
+            delivery_limit: 20,
+            connection_name: "inlet".into(),
+        }
+    }
+}
+
+/// A setting is out of its domain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("queue.{field}: {problem}")]
+pub struct SettingsError {
+    /// The offending field, as spelled in the configuration.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> Result<(), SettingsError> {
+    Err(SettingsError {
+        field,
+        problem: problem.into(),
+    })
+}
+
+/// Most channels a publisher may open (well below RabbitMQ's channel_max).
+const MAX_PUBLISHER_CHANNELS: usize = 64;
+/// Largest delay accepted: `x-message-ttl` is sent as a signed 32-bit int.
+const MAX_DELAY_MS: u64 = i32::MAX as u64;
+
+impl QueueSettings {
+    /// Checks every field; the error names the first offending one.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Err(problem) = parse_url(&self.url) {
+            return invalid("url", problem);
+        }
+        validate_prefix(&self.prefix)?;
+        if self.heartbeat_s == 0 {
+            return invalid(
+                "heartbeat_s",
+                "must be at least 1 (heartbeats detect a dead broker)",
+            );
+        }
+        if self.connect_timeout_ms == 0 {
+            return invalid("connect_timeout_ms", "must be at least 1");
+        }
+        if self.confirm_timeout_ms == 0 {
+            return invalid("confirm_timeout_ms", "must be at least 1");
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > u32::MAX as usize {
+            return invalid("max_in_flight", "must be between 1 and 4294967295");
+        }
+        if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return invalid("max_in_flight", "too large");
+        }
+        if self.publisher_channels == 0 || self.publisher_channels > MAX_PUBLISHER_CHANNELS {
+            return invalid(
+                "publisher_channels",
+                format!("must be between 1 and {MAX_PUBLISHER_CHANNELS}"),
+            );
+        }
+        if self.reconnect_initial_ms == 0 {
+            return invalid("reconnect_initial_ms", "must be at least 1");
+        }
+        if self.reconnect_max_ms < self.reconnect_initial_ms {
+            return invalid("reconnect_max_ms", "must be at least reconnect_initial_ms");
+        }
+        if self.prefetch == 0 {
+            return invalid(
+                "prefetch",
+                "must be at least 1 (0 would mean unbounded deliveries)",
+            );
+        }
+        if self.retry_delays_ms.is_empty() {
+            return invalid("retry_delays_ms", "needs at least one delay");
+        }
+        if let Some(d) = self
+            .retry_delays_ms
+            .iter()
+            .find(|d| **d == 0 || **d > MAX_DELAY_MS)
+        {
+            return invalid(
+                "retry_delays_ms",
+                format!("{d} is outside 1..={MAX_DELAY_MS}"),
+            );
+        }
+        if self.max_attempts == 0 {
+            return invalid("max_attempts", "must be at least 1");
+        }
+        if self.delivery_limit == 0 || self.delivery_limit > i32::MAX as u32 {
+            return invalid("delivery_limit", "must be between 1 and 2147483647");
+        }
+        if self.connection_name.trim().is_empty() {
+            return invalid("connection_name", "must not be empty");
+        }
+        if self.connection_name.len() > MAX_CONNECTION_NAME_LEN {
+            return invalid(
+                "connection_name",
+                format!("longer than {MAX_CONNECTION_NAME_LEN} bytes"),
+            );
+        }
+        Ok(())
+    }
+
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `confirm_timeout_ms` as a duration.
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.confirm_timeout_ms)
+    }
+
+    /// The delay before the retry that follows failed attempt `attempt`
+    /// (1-based): `retry_delays_ms[attempt - 1]`, the last value repeating.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        Duration::from_millis(self.retry_delay_ms(attempt))
+    }
+
+    pub(crate) fn retry_delay_ms(&self, attempt: u32) -> u64 {
+        let idx = (attempt.max(1) - 1) as usize;
+        self.retry_delays_ms
+            .get(idx)
+            .or_else(|| self.retry_delays_ms.last())
+            .copied()
+            // Unreachable after validate(); a sane fallback otherwise.
+            .unwrap_or(1000)
+    }
+
+    /// The broker URL with the password hidden, for logs.
+    pub fn redacted_url(&self) -> String {
+        match self.url.parse::<AMQPUri>() {
+            Ok(u) => format!(
+                "{}://{}@{}:{}/{}",
+                u.scheme,
+                u.authority.userinfo.username,
+                u.authority.host,
+                u.authority.port,
+                u.vhost
+            ),
+            Err(_) => "<invalid url>".into(),
+        }
+    }
+
+    /// The connection name for `role` (`{connection_name}-{role}`).
+    pub(crate) fn connection_name_for(&self, role: &str) -> String {
+        format!("{}-{role}", self.connection_name)
+    }
+}
+
+/// Parses the URL and applies nothing else; errors never echo the URL (it
+/// holds a password).
+pub(crate) fn parse_url(url: &str) -> Result<AMQPUri, String> {
+    url.parse::<AMQPUri>().map_err(|e| {
+        if e.contains(url) || url.is_empty() {
+            "not a valid amqp:// or amqps:// URL".to_owned()
+        } else {
+            format!("not a valid amqp:// or amqps:// URL ({e})")
+        }
+    })
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), SettingsError> {
+    if prefix.is_empty() {
+        return invalid("prefix", "must not be empty");
+    }
+    if prefix.len() > MAX_PREFIX_LEN {
+        return invalid("prefix", format!("longer than {MAX_PREFIX_LEN} bytes"));
+    }
+    if prefix.starts_with("amq.") {
+        return invalid("prefix", "names starting with `amq.` are reserved by AMQP");
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return invalid("prefix", "only A-Z a-z 0-9 . _ - are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let s = QueueSettings::default();
+        s.validate().unwrap();
+        assert_eq!(s.prefix, "inlet");
+        assert_eq!(s.queue_type, QueueType::Quorum);
+        assert_eq!(s.reconnect_max_ms, 2000);
+        assert_eq!(s.max_attempts, 6);
+        assert_eq!(s.retry_delays_ms.len(), 5);
+    }
+
+    fn field_of(s: &QueueSettings) -> &'static str {
+        s.validate().unwrap_err().field
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let ok = QueueSettings::default();
+        type Mutation = Box<dyn Fn(&mut QueueSettings)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("url", Box::new(|s| s.url = "nope".into())),
+            ("url", Box::new(|s| s.url = "http://x/".into())),
+            ("prefix", Box::new(|s| s.prefix.clear())),
+            ("prefix", Box::new(|s| s.prefix = "amq.x".into())),
+            ("prefix", Box::new(|s| s.prefix = "a b".into())),
+            ("prefix", Box::new(|s| s.prefix = "p".repeat(201))),
+            ("heartbeat_s", Box::new(|s| s.heartbeat_s = 0)),
+            ("connect_timeout_ms", Box::new(|s| s.connect_timeout_ms = 0)),
+            ("confirm_timeout_ms", Box::new(|s| s.confirm_timeout_ms = 0)),
+            ("max_in_flight", Box::new(|s| s.max_in_flight = 0)),
+            ("publisher_channels", Box::new(|s| s.publisher_channels = 0)),
+            (
+                "publisher_channels",
+                Box::new(|s| s.publisher_channels = 65),
+            ),
+            (
+                "reconnect_initial_ms",
+                Box::new(|s| s.reconnect_initial_ms = 0),
+            ),
+            (
+                "reconnect_max_ms",
+                Box::new(|s| {
+                    s.reconnect_initial_ms = 500;
+                    s.reconnect_max_ms = 400;
+                }),
+            ),
+            ("prefetch", Box::new(|s| s.prefetch = 0)),
+            ("retry_delays_ms", Box::new(|s| s.retry_delays_ms.clear())),
+            ("retry_delays_ms", Box::new(|s| s.retry_delays_ms = vec![0])),
+            (
+                "retry_delays_ms",
+                Box::new(|s| s.retry_delays_ms = vec![10, 1 << 40]),
+            ),
+            ("max_attempts", Box::new(|s| s.max_attempts = 0)),
+            ("delivery_limit", Box::new(|s| s.delivery_limit = 0)),
+            (
+                "connection_name",
+                Box::new(|s| s.connection_name = " ".into()),
+            ),
+            (
+                "connection_name",
+                Box::new(|s| s.connection_name = "n".repeat(201)),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut s = ok.clone();
+            mutate(&mut s);
+            assert_eq!(field_of(&s), field, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn url_errors_never_echo_the_password() {
+        let mut s = QueueSettings {
+            url: "amqp://user:s3cret@[bad/".into(),
+            ..QueueSettings::default()
+        };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        s.url = "amqp://user:s3cret@host:5672/%2f".into();
+        assert!(!s.redacted_url().contains("s3cret"));
+        assert!(s.redacted_url().contains("host:5672"));
+    }
+
+    #[test]
+    fn delay_per_attempt_grows_then_repeats_the_last() {
+        let s = QueueSettings {
+            retry_delays_ms: vec![100, 200, 400],
+            ..QueueSettings::default()
+        };
+        assert_eq!(s.retry_delay(1), Duration::from_millis(100));
+        assert_eq!(s.retry_delay(2), Duration::from_millis(200));
+        assert_eq!(s.retry_delay(3), Duration::from_millis(400));
+        assert_eq!(s.retry_delay(4), Duration::from_millis(400));
+        assert_eq!(s.retry_delay(100), Duration::from_millis(400));
+        // Attempt 0 does not exist; treat it as the first.
+        assert_eq!(s.retry_delay(0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn deserialises_partial_and_rejects_unknown_fields() {
+        let s: QueueSettings =
+            serde_json::from_str(r#"{"prefix":"p1","queue_type":"classic"}"#).unwrap();
+        assert_eq!(s.prefix, "p1");
+        assert_eq!(s.queue_type, QueueType::Classic);
+        assert_eq!(s.heartbeat_s, 10);
+        assert!(serde_json::from_str::<QueueSettings>(r#"{"prefx":"p1"}"#).is_err());
+        // Round trip.
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<QueueSettings>(&text).unwrap(), s);
+    }
+}

@@ -1,0 +1,213 @@
+//! Publish-and-consume round trips against the real broker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use inlet_domain::{ENVELOPE_CONTENT_TYPE, Envelope};
+use inlet_queue::{
+    Consumer, HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, Publisher, QueueMetrics,
+};
+use inlet_testkit::TestAmqp;
+use tokio_util::sync::CancellationToken;
+
+const N: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_envelopes_round_trip_exactly_once() {
+    let t = TestAmqp::new();
+    let s = settings(&t);
+    let _cleanup = Cleanup::new(&s);
+    let registry = prometheus::Registry::new();
+    let m = QueueMetrics::register(&registry).unwrap();
+
+    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
+    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+
+    // Publish concurrently: many confirms in flight at once, over both
+    // channels.
+    let envelopes: Arc<Vec<Envelope>> = Arc::new((0..N).map(envelope).collect());
+    let results: Vec<_> = futures::stream::iter(0..N)
+        .map(|i| {
+            let p = publisher.clone();
+            let envs = envelopes.clone();
+            async move { p.publish(&envs[i]).await }
+        })
+        .buffer_unordered(512)
+        .collect()
+        .await;
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} publishes failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(m.publish_total.with_label_values(&["ack"]).get(), N as u64);
+    assert_eq!(m.publish_in_flight.get(), 0);
+
+    // Consume them all back through the Consumer.
+    let expected: HashMap<String, &Envelope> = envelopes
+        .iter()
+        .map(|e| (e.message_id.to_string(), e))
+        .collect();
+    let stop = CancellationToken::new();
+    let mut consumer = Consumer::start(s.clone(), m.clone(), stop.clone()).unwrap();
+    let mut seen = HashSet::new();
+    let mut deliveries = 0usize;
+    let consume = async {
+        while seen.len() < N {
+            let incoming = consumer.next().await.expect("consumer ended early");
+            deliveries += 1;
+            let id = incoming.message_id.clone().expect("message id");
+            let env = incoming.envelope.as_ref().expect("decodable envelope");
+            let want = expected.get(&id).expect("an id we published");
+            assert_eq!(env, *want, "body and fields intact");
+            assert_eq!(env.message_id.to_string(), id);
+            assert_eq!(incoming.attempt, 1);
+            assert!(!incoming.redelivered);
+            let p = incoming.properties();
+            assert_eq!(
+                p.content_type().as_ref().map(|c| c.as_str()),
+                Some(ENVELOPE_CONTENT_TYPE)
+            );
+            assert_eq!(*p.delivery_mode(), Some(2), "persistent");
+            assert!(p.timestamp().is_some());
+            assert_eq!(incoming.header_str(HEADER_ACCOUNT).as_deref(), Some("acme"));
+            assert_eq!(
+                incoming.header_str(HEADER_KEY_ID).as_deref(),
+                Some("0000000000000007")
+            );
+            assert_eq!(
+                incoming.header_str(HEADER_AUTH_MODE).as_deref(),
+                Some("confirmed")
+            );
+            seen.insert(id);
+            incoming.ack().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), consume)
+        .await
+        .expect("consumed all within 2 minutes");
+    assert_eq!(deliveries, N, "no duplicates in a normal run");
+    assert_eq!(seen.len(), N);
+    assert_eq!(m.consumer_acks_total.get(), N as u64);
+
+    stop.cancel();
+    assert!(consumer.next().await.is_none(), "None once cancelled");
+    tokio::time::timeout(Duration::from_secs(20), consumer.shutdown())
+        .await
+        .expect("consumer shut down");
+    publisher.close().await;
+
+    let probe = Probe::new(&t).await;
+    assert_eq!(
+        probe.count(&publisher.names().queue).await,
+        0,
+        "nothing left"
+    );
+    probe.close().await;
+
+    // The metrics are exposed under their documented names.
+    let text = {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    };
+    assert!(
+        text.contains(&format!("inlet_queue_publish_total{{outcome=\"ack\"}} {N}")),
+        "{text}"
+    );
+    assert!(text.contains("inlet_queue_publish_duration_seconds_count"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_consumer_still_acks_in_flight_work() {
+    let t = TestAmqp::new();
+    let s = settings(&t);
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
+    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    for i in 0..3 {
+        publisher.publish(&envelope(i)).await.unwrap();
+    }
+
+    let stop = CancellationToken::new();
+    let mut consumer = Consumer::start(s.clone(), m.clone(), stop.clone()).unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    stop.cancel();
+    assert!(consumer.next().await.is_none());
+    // The connection stays open for work already handed out.
+    held.ack().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), consumer.shutdown())
+        .await
+        .expect("shutdown completes once the in-flight delivery is settled");
+
+    // The acked one is gone; the two never handed out are back in the queue.
+    let probe = Probe::new(&t).await;
+    let left = probe
+        .drain_at_least(&publisher.names().queue, 2, Duration::from_secs(10))
+        .await;
+    assert_eq!(left.len(), 2);
+    probe.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_publisher_drains_in_flight_then_refuses() {
+    let t = TestAmqp::new();
+    let s = settings(&t);
+    let _cleanup = Cleanup::new(&s);
+    let publisher = Publisher::start(s.clone(), metrics()).unwrap();
+    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+
+    let in_flight: Vec<_> = (0..2000)
+        .map(|i| {
+            let p = publisher.clone();
+            tokio::spawn(async move { p.publish(&envelope(i)).await })
+        })
+        .collect();
+    inlet_testkit::wait_until(Duration::from_secs(5), "publishes in flight", || async {
+        publisher.in_flight() > 0
+    })
+    .await;
+    // Close while they are under way: those already started complete
+    // (confirmed), later ones are refused; none is left hanging.
+    publisher.close().await;
+    let mut ok = 0;
+    for h in in_flight {
+        let r = tokio::time::timeout(Duration::from_millis(100), h)
+            .await
+            .expect("no publish outlives close()")
+            .unwrap();
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(
+                e,
+                inlet_queue::PublishError::Unavailable {
+                    reason: inlet_queue::UnavailableReason::Closed
+                }
+            ),
+        }
+    }
+    assert!(ok > 0);
+    let err = publisher.publish(&envelope(0)).await.unwrap_err();
+    assert_eq!(err.code(), "queue_unavailable");
+    assert_eq!(publisher.state(), inlet_queue::ConnectionState::Closed);
+
+    let probe = Probe::new(&t).await;
+    assert_eq!(probe.count(&publisher.names().queue).await, ok);
+    probe.close().await;
+}

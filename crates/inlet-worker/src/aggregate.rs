@@ -1,0 +1,396 @@
+//! Folding batches into per-minute aggregates, in memory (pure; no I/O).
+//!
+//! Many messages touch the same minute buckets (one busy action, one
+//! metric series), so the worker folds every message of a delivery batch
+//! into one [`Aggregates`] first and writes each bucket once: fewer, larger
+//! writes than one upsert per sample.
+
+use std::collections::{BTreeMap, HashMap};
+
+use inlet_domain::{
+    AccountId, Batch, DurationHistogram, ErrorSample, Frame, MetricKind, Minute, StatusClass,
+};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+/// Identity of a transaction bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxKey {
+    /// Account.
+    pub account: String,
+    /// App.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Namespace (`web`, `background`, …).
+    pub namespace: String,
+    /// Action.
+    pub action: String,
+    /// Minute.
+    pub minute: Minute,
+}
+
+/// Transaction statistics of one bucket.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TxStats {
+    /// Transactions.
+    pub count: u64,
+    /// Transactions that failed (error or 5xx).
+    pub errors: u64,
+    /// Sum of durations, ms.
+    pub duration_sum: f64,
+    /// Shortest, ms.
+    pub duration_min: f64,
+    /// Longest, ms.
+    pub duration_max: f64,
+    /// Duration histogram: bucket index → count (sparse).
+    pub histogram: BTreeMap<usize, u64>,
+    /// Status class → count.
+    pub status: BTreeMap<&'static str, u64>,
+}
+
+impl TxStats {
+    fn add(&mut self, duration_ms: f64, is_error: bool, class: StatusClass) {
+        if self.count == 0 {
+            self.duration_min = duration_ms;
+            self.duration_max = duration_ms;
+        } else {
+            self.duration_min = self.duration_min.min(duration_ms);
+            self.duration_max = self.duration_max.max(duration_ms);
+        }
+        self.count += 1;
+        self.errors += u64::from(is_error);
+        self.duration_sum += duration_ms;
+        *self
+            .histogram
+            .entry(DurationHistogram::bucket(duration_ms))
+            .or_default() += 1;
+        *self.status.entry(class.as_str()).or_default() += 1;
+    }
+}
+
+/// Identity of a metric bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetricKey {
+    /// Account.
+    pub account: String,
+    /// App.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Series id (kind, name, sorted tags).
+    pub series: String,
+    /// Minute.
+    pub minute: Minute,
+}
+
+/// A metric bucket's statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricStats {
+    /// Kind.
+    pub kind: MetricKind,
+    /// Name.
+    pub name: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Samples.
+    pub count: u64,
+    /// Sum of values (counters: the total; distributions: the sum).
+    pub sum: f64,
+    /// Smallest value (distributions).
+    pub min: f64,
+    /// Largest value (distributions).
+    pub max: f64,
+    /// Distribution histogram (bucket → count), same layout as durations.
+    pub histogram: BTreeMap<usize, u64>,
+    /// Gauges: the value with the latest timestamp, and that timestamp.
+    pub last: Option<(i64, f64)>,
+}
+
+/// Identity of an error group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ErrorKey {
+    /// Account.
+    pub account: String,
+    /// App.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Fingerprint (class + action + top in-app frame).
+    pub fingerprint: String,
+}
+
+/// An error group's statistics within a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorStats {
+    /// Exception class.
+    pub class: String,
+    /// Action, if known.
+    pub action: Option<String>,
+    /// Occurrences per minute.
+    pub per_minute: BTreeMap<Minute, u64>,
+    /// Earliest occurrence, Unix ms.
+    pub first_seen_ms: i64,
+    /// Latest occurrence, Unix ms.
+    pub last_seen_ms: i64,
+    /// The latest occurrence.
+    pub latest: LatestSample,
+}
+
+/// What is kept of an error group's latest occurrence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatestSample {
+    /// Message.
+    pub message: String,
+    /// Backtrace.
+    pub backtrace: Vec<Frame>,
+    /// When, Unix ms.
+    pub timestamp_ms: i64,
+}
+
+/// Everything a set of batches adds to the store.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Aggregates {
+    /// Transaction buckets.
+    pub transactions: HashMap<TxKey, TxStats>,
+    /// Metric buckets.
+    pub metrics: HashMap<MetricKey, MetricStats>,
+    /// Error groups.
+    pub errors: HashMap<ErrorKey, ErrorStats>,
+    /// Samples folded in, by kind: transactions, metrics, errors.
+    pub items: (u64, u64, u64),
+}
+
+impl Aggregates {
+    /// Whether nothing was folded in.
+    pub fn is_empty(&self) -> bool {
+        self.transactions.is_empty() && self.metrics.is_empty() && self.errors.is_empty()
+    }
+
+    /// Folds one validated batch of `account` in.
+    pub fn add(&mut self, account: &AccountId, batch: &Batch) {
+        let account = account.as_str();
+        let app = batch.app().as_str();
+        let env = batch.environment().as_str();
+        for t in batch.transactions() {
+            let key = TxKey {
+                account: account.to_owned(),
+                app: app.to_owned(),
+                environment: env.to_owned(),
+                namespace: t.namespace.clone(),
+                action: t.action.clone(),
+                minute: t.minute(),
+            };
+            self.transactions.entry(key).or_default().add(
+                t.duration_ms,
+                t.is_error(),
+                t.status_class(),
+            );
+        }
+        for m in batch.metrics() {
+            let key = MetricKey {
+                account: account.to_owned(),
+                app: app.to_owned(),
+                environment: env.to_owned(),
+                series: m.series_id(),
+                minute: m.minute(),
+            };
+            let s = self.metrics.entry(key).or_insert_with(|| MetricStats {
+                kind: m.kind,
+                name: m.name.clone(),
+                tags: m.tags.clone(),
+                count: 0,
+                sum: 0.0,
+                min: m.value,
+                max: m.value,
+                histogram: BTreeMap::new(),
+                last: None,
+            });
+            s.count += 1;
+            match m.kind {
+                MetricKind::Counter => s.sum += m.value,
+                MetricKind::Distribution => {
+                    s.sum += m.value;
+                    s.min = s.min.min(m.value);
+                    s.max = s.max.max(m.value);
+                    *s.histogram
+                        .entry(DurationHistogram::bucket(m.value))
+                        .or_default() += 1;
+                }
+                MetricKind::Gauge => {
+                    // Latest timestamp wins; on a tie, the later sample.
+                    if s.last.is_none_or(|(ts, _)| m.timestamp_ms >= ts) {
+                        s.last = Some((m.timestamp_ms, m.value));
+                    }
+                }
+            }
+        }
+        for e in batch.errors() {
+            self.add_error(account, app, env, e);
+        }
+        self.items.0 += batch.transactions().len() as u64;
+        self.items.1 += batch.metrics().len() as u64;
+        self.items.2 += batch.errors().len() as u64;
+    }
+
+    fn add_error(&mut self, account: &str, app: &str, env: &str, e: &ErrorSample) {
+        let key = ErrorKey {
+            account: account.to_owned(),
+            app: app.to_owned(),
+            environment: env.to_owned(),
+            fingerprint: e.fingerprint(),
+        };
+        let sample = || LatestSample {
+            message: e.message.clone(),
+            backtrace: e.backtrace.clone(),
+            timestamp_ms: e.timestamp_ms,
+        };
+        let s = self.errors.entry(key).or_insert_with(|| ErrorStats {
+            class: e.class.clone(),
+            action: e.action.clone(),
+            per_minute: BTreeMap::new(),
+            first_seen_ms: e.timestamp_ms,
+            last_seen_ms: e.timestamp_ms,
+            latest: sample(),
+        });
+        *s.per_minute.entry(e.minute()).or_default() += 1;
+        s.first_seen_ms = s.first_seen_ms.min(e.timestamp_ms);
+        if e.timestamp_ms >= s.last_seen_ms {
+            s.last_seen_ms = e.timestamp_ms;
+            s.latest = sample();
+        }
+    }
+}
+
+/// A stable document id from the parts of a bucket's identity
+/// (SHA-256, 32 hex digits). Parts are separated by NUL, which no part can
+/// contain (names reject control characters).
+pub fn bucket_id(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0]);
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inlet_domain::BatchLimits;
+    use serde_json::json;
+
+    const NOW: i64 = 1_790_000_000_000;
+
+    fn batch(v: serde_json::Value) -> Batch {
+        Batch::decode(
+            &serde_json::to_vec(&v).unwrap(),
+            &BatchLimits::default(),
+            NOW,
+        )
+        .unwrap()
+    }
+
+    fn acct() -> AccountId {
+        AccountId::parse("acme").unwrap()
+    }
+
+    #[test]
+    fn transactions_fold_per_action_and_minute() {
+        let minute = Minute::containing(NOW).start_ms();
+        let b = batch(json!({
+            "agent": {"name": "a", "version": "1"}, "app": "shop", "environment": "prod",
+            "transactions": [
+                {"action": "A", "start_ms": minute + 1, "duration_ms": 10.0, "status": 200},
+                {"action": "A", "start_ms": minute + 2, "duration_ms": 30.0, "status": 503},
+                {"action": "A", "start_ms": minute + 3, "duration_ms": 2.0, "error": {"class": "E"}},
+                {"action": "B", "start_ms": minute + 4, "duration_ms": 1.0},
+                {"action": "A", "start_ms": minute - 1, "duration_ms": 1.0}
+            ]
+        }));
+        let mut agg = Aggregates::default();
+        agg.add(&acct(), &b);
+        agg.add(&acct(), &b);
+        assert_eq!(
+            agg.transactions.len(),
+            3,
+            "A this minute, B, A previous minute"
+        );
+        let a = agg
+            .transactions
+            .iter()
+            .find(|(k, _)| k.action == "A" && k.minute == Minute::containing(minute))
+            .unwrap()
+            .1;
+        assert_eq!(a.count, 6);
+        assert_eq!(a.errors, 4);
+        assert_eq!(a.duration_sum, 84.0);
+        assert_eq!((a.duration_min, a.duration_max), (2.0, 30.0));
+        assert_eq!(a.histogram.values().sum::<u64>(), 6);
+        assert_eq!(a.status["2xx"], 2);
+        assert_eq!(a.status["5xx"], 2);
+        assert_eq!(a.status["none"], 2);
+        assert_eq!(agg.items, (10, 0, 0));
+    }
+
+    #[test]
+    fn metrics_fold_by_kind() {
+        let b = batch(json!({
+            "agent": {"name": "a", "version": "1"}, "app": "shop", "environment": "prod",
+            "metrics": [
+                {"kind": "counter", "name": "c", "value": 2, "timestamp_ms": NOW},
+                {"kind": "counter", "name": "c", "value": 3, "timestamp_ms": NOW},
+                {"kind": "gauge", "name": "g", "value": 7, "timestamp_ms": NOW - 10},
+                {"kind": "gauge", "name": "g", "value": 5, "timestamp_ms": NOW},
+                {"kind": "gauge", "name": "g", "value": 9, "timestamp_ms": NOW - 20},
+                {"kind": "distribution", "name": "d", "value": 4, "timestamp_ms": NOW},
+                {"kind": "distribution", "name": "d", "value": 40, "timestamp_ms": NOW},
+                {"kind": "counter", "name": "c", "value": 1, "tags": {"q": "x"}, "timestamp_ms": NOW}
+            ]
+        }));
+        let mut agg = Aggregates::default();
+        agg.add(&acct(), &b);
+        assert_eq!(agg.metrics.len(), 4, "c, c{{q=x}}, g, d");
+        let get = |name: &str, tags: usize| {
+            agg.metrics
+                .values()
+                .find(|s| s.name == name && s.tags.len() == tags)
+                .unwrap()
+        };
+        assert_eq!((get("c", 0).sum, get("c", 0).count), (5.0, 2));
+        assert_eq!(get("g", 0).last, Some((NOW, 5.0)), "latest timestamp wins");
+        let d = get("d", 0);
+        assert_eq!((d.count, d.sum, d.min, d.max), (2, 44.0, 4.0, 40.0));
+    }
+
+    #[test]
+    fn errors_group_by_fingerprint() {
+        let b = batch(json!({
+            "agent": {"name": "a", "version": "1"}, "app": "shop", "environment": "prod",
+            "errors": [
+                {"class": "E", "message": "first", "action": "A", "timestamp_ms": NOW - 70_000,
+                 "backtrace": [{"file": "app/x.rb", "line": 1, "function": "f"}]},
+                {"class": "E", "message": "latest", "action": "A", "timestamp_ms": NOW,
+                 "backtrace": [{"file": "app/x.rb", "line": 9, "function": "f"}]},
+                {"class": "F", "message": "other", "timestamp_ms": NOW}
+            ]
+        }));
+        let mut agg = Aggregates::default();
+        agg.add(&acct(), &b);
+        assert_eq!(agg.errors.len(), 2);
+        let e = agg.errors.values().find(|s| s.class == "E").unwrap();
+        assert_eq!(e.per_minute.values().sum::<u64>(), 2);
+        assert_eq!(e.per_minute.len(), 2, "two different minutes");
+        assert_eq!(e.first_seen_ms, NOW - 70_000);
+        assert_eq!(e.latest.message, "latest");
+    }
+
+    #[test]
+    fn bucket_ids_are_stable_and_unambiguous() {
+        assert_eq!(bucket_id(&["a", "b"]), bucket_id(&["a", "b"]));
+        assert_ne!(bucket_id(&["ab", ""]), bucket_id(&["a", "b"]));
+        assert_eq!(bucket_id(&["x"]).len(), 32);
+    }
+}

@@ -1,0 +1,101 @@
+//! `[worker]`: the worker's own settings.
+
+use serde::{Deserialize, Serialize};
+
+/// `[worker]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Parallel pipelines, each with its own consumer connection (prefetch
+    /// per pipeline comes from `[queue] prefetch`). Default 2.
+    pub concurrency: usize,
+    /// Most messages folded into one MongoDB transaction. Default 64.
+    pub batch_max_messages: usize,
+    /// How long a pipeline waits for more messages to fill a batch once it
+    /// has one, milliseconds. Default 5.
+    pub batch_linger_ms: u64,
+    /// Exactly-once effect through MongoDB transactions (needs a replica
+    /// set). `false` selects an at-least-once path for standalone servers:
+    /// a crash between write and ack may then double count. Default `true`.
+    pub exactly_once: bool,
+    /// Largest decompressed body the worker decodes, bytes (should match
+    /// `[api] max_decoded_bytes`). Default 8388608.
+    pub max_decoded_bytes: usize,
+    /// First pause before re-checking an unreachable MongoDB,
+    /// milliseconds. Default 250.
+    pub mongo_retry_initial_ms: u64,
+    /// Longest pause between such checks, milliseconds. Default 5000.
+    pub mongo_retry_max_ms: u64,
+    /// Retention of transaction aggregates, days. Default 30.
+    pub retention_transactions_days: u32,
+    /// Retention of metric aggregates, days. Default 30.
+    pub retention_metrics_days: u32,
+    /// Retention of error aggregates and groups (from their last
+    /// occurrence), days. Default 30.
+    pub retention_errors_days: u32,
+    /// How long applied-message markers are kept, hours. A redelivery or
+    /// an agent's retry of the same batch later than this would count
+    /// twice; batches older than `[limits] max_age_s` (48 h) are refused
+    /// anyway. Default 72.
+    pub retention_applied_hours: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 2,
+            batch_max_messages: 64,
+            batch_linger_ms: 5,
+            exactly_once: true,
+            max_decoded_bytes: 8 << 20,
+            mongo_retry_initial_ms: 250,
+            mongo_retry_max_ms: 5_000,
+            retention_transactions_days: 30,
+            retention_metrics_days: 30,
+            retention_errors_days: 30,
+            retention_applied_hours: 72,
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}` {message}")]
+pub struct InvalidWorkerSetting {
+    /// Dotted key.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: &'static str,
+}
+
+impl WorkerSettings {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), InvalidWorkerSetting> {
+        let bad = |key, message| Err(InvalidWorkerSetting { key, message });
+        if self.concurrency == 0 {
+            return bad("worker.concurrency", "must be at least 1");
+        }
+        if self.batch_max_messages == 0 {
+            return bad("worker.batch_max_messages", "must be at least 1");
+        }
+        if self.max_decoded_bytes == 0 {
+            return bad("worker.max_decoded_bytes", "must be at least 1");
+        }
+        if self.retention_applied_hours < 49 {
+            return bad(
+                "worker.retention_applied_hours",
+                "must exceed the 48 h a batch may be old, or retried batches could count twice",
+            );
+        }
+        if self.retention_transactions_days == 0
+            || self.retention_metrics_days == 0
+            || self.retention_errors_days == 0
+        {
+            return bad(
+                "worker.retention_transactions_days",
+                "retention must be at least 1 day",
+            );
+        }
+        Ok(())
+    }
+}

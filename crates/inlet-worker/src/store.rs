@@ -1,0 +1,479 @@
+//! Writing aggregates to MongoDB with exactly-once effect.
+//!
+//! # Why transactions
+//!
+//! A message is applied once if and only if two things commit together:
+//! its effect on every bucket it touches, and its *applied marker*
+//! (`applied._id` = the envelope's dedup key). Writing them in one
+//! multi-document transaction makes that literal: a crash before the commit
+//! leaves neither (the redelivered message is applied normally), a crash
+//! after the commit but before the ack leaves both (the redelivered message
+//! finds its marker and is skipped). The alternatives were weighed:
+//!
+//! - *marker first, effect second* (no transaction): a crash in between
+//!   loses the message's data — "acknowledged then lost";
+//! - *effect first, marker second*: a crash in between double counts;
+//! - *per-bucket applied-id lists* (`$ne` filter + capped `$push`): exact
+//!   only while fewer than N later messages touched the bucket; a busy
+//!   bucket sees hundreds per second, so the bound does not hold.
+//!
+//! Transactions need a replica set (production runs a single-node one at
+//! least; SecantusDB, used in tests, supports them). Conflicting concurrent
+//! transactions are retried (`TransientTransactionError`). On a standalone
+//! server the worker refuses to start unless `worker.exactly_once = false`,
+//! which selects an at-least-once path (effect, then marker) and says so.
+//!
+//! All buckets of a delivery batch are written with one client-level
+//! `bulkWrite` inside the transaction: one round trip per batch.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt as _;
+use mongodb::bson::{self, Bson, Document, doc};
+use mongodb::error::{
+    Error as MongoError, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};
+use mongodb::options::{UpdateModifications, UpdateOneModel, WriteModel};
+use mongodb::{Client, ClientSession, Collection, Database};
+
+use crate::aggregate::{Aggregates, bucket_id};
+
+/// Transactions per minute.
+pub const TX_MINUTES: &str = "tx_minutes";
+/// Metrics per minute.
+pub const METRIC_MINUTES: &str = "metric_minutes";
+/// Error occurrences per minute.
+pub const ERROR_MINUTES: &str = "error_minutes";
+/// Error groups (first/last seen, latest sample).
+pub const ERROR_GROUPS: &str = "error_groups";
+/// Applied-message markers (dedup keys).
+pub const APPLIED: &str = "applied";
+
+/// Why a write failed, by what the worker should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// MongoDB cannot be reached (or is not primary): stop pulling, wait,
+    /// then retry the same messages. Not the messages' fault.
+    #[error("MongoDB unavailable: {0}")]
+    Unavailable(String),
+    /// One of the keys was applied meanwhile (a concurrent redelivery):
+    /// nothing was written; filter again and retry.
+    #[error("a message was applied concurrently")]
+    AlreadyApplied,
+    /// Anything else (e.g. a document the server refuses): retry these
+    /// messages through the delay queue, then dead-letter.
+    #[error("write failed: {0}")]
+    Failed(String),
+}
+
+/// Classifies a driver error.
+pub fn classify(e: &MongoError) -> WriteError {
+    if is_unavailable(e) {
+        WriteError::Unavailable(e.to_string())
+    } else {
+        WriteError::Failed(e.to_string())
+    }
+}
+
+/// Whether an error means "the server is not there", not "this write is bad".
+pub fn is_unavailable(e: &MongoError) -> bool {
+    // Codes of a server that is shutting down, stepping down, or not
+    // reachable; see the server's error_codes.yml.
+    const UNAVAILABLE_CODES: &[i32] = &[
+        6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+    ];
+    match e.kind.as_ref() {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => true,
+        ErrorKind::Command(c) => UNAVAILABLE_CODES.contains(&c.code),
+        _ => false,
+    }
+}
+
+/// The worker's MongoDB side.
+#[derive(Debug, Clone)]
+pub struct AggregateStore {
+    client: Client,
+    db: Database,
+    exactly_once: bool,
+}
+
+/// What one write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteReport {
+    /// Bucket documents written.
+    pub buckets: usize,
+    /// Transaction attempts beyond the first (conflicts).
+    pub retries: u32,
+}
+
+impl AggregateStore {
+    /// A store over `db`. `exactly_once` selects transactions (see the
+    /// module docs).
+    pub fn new(db: Database, exactly_once: bool) -> Self {
+        AggregateStore {
+            client: db.client().clone(),
+            db,
+            exactly_once,
+        }
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Whether the server supports multi-document transactions (a replica
+    /// set member or mongos).
+    pub async fn supports_transactions(&self) -> Result<bool, WriteError> {
+        let hello = self
+            .db
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(hello.get_str("setName").is_ok() || hello.get_str("msg") == Ok("isdbgrid"))
+    }
+
+    /// Pings the server.
+    pub async fn ping(&self) -> Result<(), WriteError> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    fn applied(&self) -> Collection<Document> {
+        self.db.collection(APPLIED)
+    }
+
+    /// Which of these dedup keys were applied already (outside any
+    /// transaction: a hint for skipping work; the transaction re-checks).
+    pub async fn already_applied(&self, keys: &[String]) -> Result<Vec<String>, WriteError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<Document> = self
+            .applied()
+            .find(doc! { "_id": { "$in": keys } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(|e| classify(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(found
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect())
+    }
+
+    /// Applies `aggregates` (the fold of the messages whose dedup keys are
+    /// `keys`) and records `keys` as applied, atomically. The caller filters
+    /// out keys [`Self::already_applied`] reports first; if one is applied
+    /// concurrently anyway, nothing is written and the answer is
+    /// [`WriteError::AlreadyApplied`].
+    pub async fn write(
+        &self,
+        keys: &[String],
+        aggregates: &Aggregates,
+    ) -> Result<WriteReport, WriteError> {
+        let models = self.models(aggregates);
+        if !self.exactly_once {
+            // At least once: effect, then markers.
+            self.bulk(&models, None).await?;
+            self.insert_markers(keys, None).await?;
+            return Ok(WriteReport {
+                buckets: models.len(),
+                retries: 0,
+            });
+        }
+        let mut retries = 0;
+        let mut session = self
+            .client
+            .start_session()
+            .await
+            .map_err(|e| classify(&e))?;
+        loop {
+            match self.transaction(&mut session, keys, &models).await {
+                Ok(()) => {
+                    return Ok(WriteReport {
+                        buckets: models.len(),
+                        retries,
+                    });
+                }
+                Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && retries < 20 => {
+                    retries += 1;
+                    // Another worker holds a bucket: back off a little.
+                    let jitter = rand::random_range(1..=(5 * retries as u64).min(100));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(e) if is_duplicate(&e) => return Err(WriteError::AlreadyApplied),
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+    }
+
+    async fn transaction(
+        &self,
+        session: &mut ClientSession,
+        keys: &[String],
+        models: &[WriteModel],
+    ) -> Result<(), MongoError> {
+        session.start_transaction().await?;
+        let result = async {
+            // The markers first: a duplicate key aborts the transaction
+            // before any effect is written (the caller filters duplicates
+            // beforehand; this is the guarantee under races).
+            self.insert_markers_raw(keys, Some(&mut *session)).await?;
+            if !models.is_empty() {
+                self.client
+                    .bulk_write(models.to_vec())
+                    .ordered(false)
+                    .session(&mut *session)
+                    .await?;
+            }
+            Ok::<(), MongoError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = session.abort_transaction().await;
+            return Err(e);
+        }
+        // Retry the commit itself while its outcome is unknown.
+        let started = Instant::now();
+        loop {
+            match session.commit_transaction().await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                        && started.elapsed() < Duration::from_secs(10) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn insert_markers(
+        &self,
+        keys: &[String],
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), WriteError> {
+        match self.insert_markers_raw(keys, session).await {
+            Ok(()) => Ok(()),
+            // At-least-once path: a marker that exists already is fine.
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    async fn insert_markers_raw(
+        &self,
+        keys: &[String],
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), MongoError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let now = bson::DateTime::now();
+        let docs: Vec<Document> = keys.iter().map(|k| doc! { "_id": k, "at": now }).collect();
+        let applied = self.applied();
+        let action = applied.insert_many(docs).ordered(false);
+        match session {
+            Some(s) => action.session(s).await.map(|_| ()),
+            None => action.await.map(|_| ()),
+        }
+    }
+
+    async fn bulk(
+        &self,
+        models: &[WriteModel],
+        session: Option<&mut ClientSession>,
+    ) -> Result<(), WriteError> {
+        if models.is_empty() {
+            return Ok(());
+        }
+        let action = self.client.bulk_write(models.to_vec()).ordered(false);
+        match session {
+            Some(s) => action.session(s).await,
+            None => action.await,
+        }
+        .map(|_| ())
+        .map_err(|e| classify(&e))
+    }
+
+    /// One upsert per bucket.
+    pub fn models(&self, a: &Aggregates) -> Vec<WriteModel> {
+        let mut out =
+            Vec::with_capacity(a.transactions.len() + a.metrics.len() + 2 * a.errors.len());
+        let tx = self.db.collection::<Document>(TX_MINUTES).namespace();
+        for (k, s) in &a.transactions {
+            let minute = k.minute.index();
+            let id = bucket_id(&[
+                &k.account,
+                &k.app,
+                &k.environment,
+                &k.namespace,
+                &k.action,
+                &minute.to_string(),
+            ]);
+            let mut inc = doc! {
+                "count": s.count as i64,
+                "errors": s.errors as i64,
+                "duration_sum": s.duration_sum,
+            };
+            for (b, n) in &s.histogram {
+                inc.insert(format!("hist.{b}"), *n as i64);
+            }
+            for (c, n) in &s.status {
+                inc.insert(format!("status.{c}"), *n as i64);
+            }
+            let update = doc! {
+                "$setOnInsert": {
+                    "account": &k.account, "app": &k.app, "environment": &k.environment,
+                    "namespace": &k.namespace, "action": &k.action,
+                    "minute": minute, "at": bson::DateTime::from_millis(k.minute.start_ms()),
+                },
+                "$inc": inc,
+                "$min": { "duration_min": s.duration_min },
+                "$max": { "duration_max": s.duration_max },
+            };
+            out.push(upsert(&tx, id, UpdateModifications::Document(update)));
+        }
+
+        let mc = self.db.collection::<Document>(METRIC_MINUTES).namespace();
+        for (k, s) in &a.metrics {
+            let minute = k.minute.index();
+            let id = bucket_id(&[
+                &k.account,
+                &k.app,
+                &k.environment,
+                &k.series,
+                &minute.to_string(),
+            ]);
+            let tags: Document = s
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), Bson::String(v.clone())))
+                .collect();
+            let identity = doc! {
+                "account": &k.account, "app": &k.app, "environment": &k.environment,
+                "series": &k.series, "kind": s.kind.as_str(), "name": &s.name, "tags": tags,
+                "minute": minute, "at": bson::DateTime::from_millis(k.minute.start_ms()),
+            };
+            let update = match s.last {
+                // Gauges: a pipeline update, so "latest timestamp wins" is
+                // decided by the server against what is stored.
+                Some((ts, value)) => UpdateModifications::Pipeline(vec![doc! { "$set": {
+                    // $literal: user strings must never be read as field paths.
+                    "account": { "$ifNull": ["$account", { "$literal": &k.account }] },
+                    "app": { "$ifNull": ["$app", { "$literal": &k.app }] },
+                    "environment": { "$ifNull": ["$environment", { "$literal": &k.environment }] },
+                    "series": { "$ifNull": ["$series", { "$literal": &k.series }] },
+                    "kind": "gauge",
+                    "name": { "$ifNull": ["$name", { "$literal": &s.name }] },
+                    "tags": { "$ifNull": ["$tags", { "$literal": identity.get("tags").cloned().unwrap_or(Bson::Null) }] },
+                    "minute": minute,
+                    "at": bson::DateTime::from_millis(k.minute.start_ms()),
+                    "count": { "$add": [{ "$ifNull": ["$count", 0_i64] }, s.count as i64] },
+                    "last": { "$cond": [
+                        { "$gte": [ts, { "$ifNull": ["$last_ts", i64::MIN] }] },
+                        value,
+                        "$last",
+                    ]},
+                    "last_ts": { "$max": [{ "$ifNull": ["$last_ts", ts] }, ts] },
+                }}]),
+                None => {
+                    let mut inc = doc! { "count": s.count as i64, "sum": s.sum };
+                    for (b, n) in &s.histogram {
+                        inc.insert(format!("hist.{b}"), *n as i64);
+                    }
+                    let mut update = doc! { "$setOnInsert": identity, "$inc": inc };
+                    if !s.histogram.is_empty() {
+                        update.insert("$min", doc! { "min": s.min });
+                        update.insert("$max", doc! { "max": s.max });
+                    }
+                    UpdateModifications::Document(update)
+                }
+            };
+            out.push(upsert(&mc, id, update));
+        }
+
+        let em = self.db.collection::<Document>(ERROR_MINUTES).namespace();
+        let eg = self.db.collection::<Document>(ERROR_GROUPS).namespace();
+        for (k, s) in &a.errors {
+            for (minute, n) in &s.per_minute {
+                let m = minute.index();
+                let id = bucket_id(&[
+                    &k.account,
+                    &k.app,
+                    &k.environment,
+                    &k.fingerprint,
+                    &m.to_string(),
+                ]);
+                let update = doc! {
+                    "$setOnInsert": {
+                        "account": &k.account, "app": &k.app, "environment": &k.environment,
+                        "fingerprint": &k.fingerprint, "class": &s.class,
+                        "minute": m, "at": bson::DateTime::from_millis(minute.start_ms()),
+                    },
+                    "$inc": { "count": *n as i64 },
+                };
+                out.push(upsert(&em, id, UpdateModifications::Document(update)));
+            }
+            let total: u64 = s.per_minute.values().sum();
+            let sample = bson::to_bson(&s.latest).unwrap_or(Bson::Null);
+            let id = bucket_id(&[&k.account, &k.app, &k.environment, &k.fingerprint]);
+            let first = bson::DateTime::from_millis(s.first_seen_ms);
+            let last = bson::DateTime::from_millis(s.last_seen_ms);
+            let update = vec![doc! { "$set": {
+                "account": { "$ifNull": ["$account", { "$literal": &k.account }] },
+                "app": { "$ifNull": ["$app", { "$literal": &k.app }] },
+                "environment": { "$ifNull": ["$environment", { "$literal": &k.environment }] },
+                "fingerprint": { "$ifNull": ["$fingerprint", { "$literal": &k.fingerprint }] },
+                "class": { "$ifNull": ["$class", { "$literal": &s.class }] },
+                "action": { "$ifNull": ["$action", { "$literal": s.action.clone().map_or(Bson::Null, Bson::String) }] },
+                "count": { "$add": [{ "$ifNull": ["$count", 0_i64] }, total as i64] },
+                "first_seen": { "$min": [{ "$ifNull": ["$first_seen", first] }, first] },
+                "last_seen": { "$max": [{ "$ifNull": ["$last_seen", last] }, last] },
+                "latest": { "$cond": [
+                    { "$gte": [last, { "$ifNull": ["$last_seen", bson::DateTime::from_millis(0)] }] },
+                    { "$literal": sample },
+                    "$latest",
+                ]},
+                // Retention runs from the last occurrence.
+                "at": { "$max": [{ "$ifNull": ["$last_seen", last] }, last] },
+            }}];
+            out.push(upsert(&eg, id, UpdateModifications::Pipeline(update)));
+        }
+        out
+    }
+}
+
+fn upsert(ns: &mongodb::Namespace, id: String, update: UpdateModifications) -> WriteModel {
+    WriteModel::UpdateOne(
+        UpdateOneModel::builder()
+            .namespace(ns.clone())
+            .filter(doc! { "_id": id })
+            .update(update)
+            .upsert(true)
+            .build(),
+    )
+}
+
+/// Whether an error is a duplicate-key error.
+pub fn is_duplicate(e: &MongoError) -> bool {
+    use mongodb::error::WriteFailure;
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| !errs.is_empty() && errs.iter().all(|w| w.code == 11000)),
+        _ => e.to_string().contains("E11000"),
+    }
+}

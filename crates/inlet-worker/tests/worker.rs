@@ -1,0 +1,495 @@
+//! The worker against real RabbitMQ and a MongoDB-wire server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, test_minute_start, tx_batch};
+use inlet_domain::AuthMode;
+use inlet_testkit::{SecantusServer, SecantusStorage, TestMongo, wait_until};
+use inlet_worker::Outcome;
+use mongodb::bson::doc;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn ten_thousand_transactions_in_100_messages_sum_exactly() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    // Two actions; durations chosen so min, max and sum are known.
+    for i in 0..100 {
+        let action = if i % 2 == 0 {
+            "Orders#index"
+        } else {
+            "Orders#show"
+        };
+        h.publish_json(&tx_batch(&format!("b{i}"), action, 100, i as f64, start))
+            .await;
+    }
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let metrics = processor.metrics().clone();
+    let pipeline = h.pipeline(processor, &cancel);
+    let running = tokio::spawn(pipeline.run());
+    wait_until(
+        Duration::from_secs(60),
+        "10,000 transactions stored",
+        || async { h.tx_total().await >= 10_000 },
+    )
+    .await;
+    assert_eq!(h.tx_total().await, 10_000);
+    let docs = h.tx_docs().await;
+    assert_eq!(docs.len(), 2, "one bucket per action in the minute");
+    for d in &docs {
+        let even = d.get_str("action").unwrap() == "Orders#index";
+        // Message i (even or odd) carries durations i..i+99.
+        let firsts: Vec<f64> = (0..100)
+            .filter(|i| (i % 2 == 0) == even)
+            .map(|i| i as f64)
+            .collect();
+        let sum: f64 = firsts.iter().map(|f| 100.0 * f + 4950.0).sum();
+        assert_eq!(d.get_i64("count").unwrap(), 5_000);
+        assert_eq!(d.get_i64("errors").unwrap(), 500);
+        assert_eq!(d.get_f64("duration_sum").unwrap(), sum);
+        assert_eq!(d.get_f64("duration_min").unwrap(), firsts[0]);
+        assert_eq!(
+            d.get_f64("duration_max").unwrap(),
+            firsts[firsts.len() - 1] + 99.0
+        );
+        let hist: i64 = d
+            .get_document("hist")
+            .unwrap()
+            .values()
+            .map(|v| v.as_i64().unwrap())
+            .sum();
+        assert_eq!(hist, 5_000);
+        assert_eq!(
+            d.get_document("status").unwrap().get_i64("5xx").unwrap(),
+            500
+        );
+    }
+    assert_eq!(
+        metrics.messages.with_label_values(&["processed"]).get(),
+        100
+    );
+    cancel.cancel();
+    running.await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_write_and_ack_does_not_double_count() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    for i in 0..20 {
+        h.publish_json(&tx_batch(&format!("c{i}"), "Jobs#run", 50, 1.0, start))
+            .await;
+    }
+    // A first worker takes the messages, writes them, and dies before acking.
+    let cancel = CancellationToken::new();
+    let mut consumer = inlet_queue::Consumer::start(
+        h.queue.clone(),
+        inlet_queue::QueueMetrics::unregistered().unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
+    let mut taken = Vec::new();
+    while taken.len() < 20 {
+        taken.push(
+            tokio::time::timeout(Duration::from_secs(10), consumer.next())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let mut agg = inlet_worker::aggregate::Aggregates::default();
+    let mut keys = Vec::new();
+    for m in &taken {
+        let env = m.envelope.clone().unwrap();
+        let body = env.content_encoding.decode(&env.body, 1 << 20).unwrap();
+        let batch =
+            inlet_domain::Batch::decode(&body, &Default::default(), env.received_at_ms).unwrap();
+        agg.add(env.account_id.as_ref().unwrap(), &batch);
+        keys.push(env.dedup_key());
+    }
+    inlet_worker::AggregateStore::new(h.db.clone(), true)
+        .write(&keys, &agg)
+        .await
+        .unwrap();
+    assert_eq!(h.tx_total().await, 1_000);
+    // The crash: the connection goes away with nothing acked.
+    drop(taken);
+    cancel.cancel();
+    consumer.shutdown().await;
+
+    // The broker redelivers everything; a new worker applies nothing twice.
+    let cancel = CancellationToken::new();
+    let mut pipeline = h.pipeline(h.processor(), &cancel);
+    let mut duplicates = 0;
+    while duplicates < 20 {
+        match pipeline.process_one(Duration::from_secs(10)).await {
+            Outcome::Duplicate => duplicates += 1,
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+    }
+    assert_eq!(h.tx_total().await, 1_000, "totals still exact");
+    // An agent re-sending batch c0 (new message, same batch id) also counts once.
+    h.publish_json(&tx_batch("c0", "Jobs#run", 50, 1.0, start))
+        .await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(h.tx_total().await, 1_000);
+    cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn poison_goes_to_the_dead_letter_queue_and_valid_messages_pass() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    let names = h.names();
+    h.publisher
+        .publish_raw(
+            &names.exchange,
+            &names.routing_key,
+            b"not an envelope at all",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut invalid = h.envelope(
+        &tx_batch("x", "A", 1, 1.0, start),
+        AuthMode::Confirmed,
+        &h.key,
+    );
+    invalid.body = inlet_domain::ContentEncoding::Gzip.encode(b"{\"agent\": 3}");
+    h.publish(&invalid).await;
+    h.publish_json(&tx_batch("ok", "A", 10, 1.0, start)).await;
+
+    let cancel = CancellationToken::new();
+    let mut pipeline = h.pipeline(h.processor(), &cancel);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(pipeline.process_one(Duration::from_secs(10)).await);
+    }
+    assert!(
+        matches!(&outcomes[0], Outcome::DeadLettered { reason } if reason.contains("undecodable")),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[1], Outcome::DeadLettered { reason } if reason.contains("invalid batch")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], Outcome::Processed { items: 10 });
+    assert_eq!(h.tx_total().await, 10);
+    let dead = h.drain_dead_letters().await;
+    assert_eq!(dead.len(), 2);
+    for m in &dead {
+        let reason = m
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-inlet-death-reason").cloned());
+        assert!(reason.is_some(), "dead letters carry their reason");
+    }
+    cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn provisional_messages_are_rechecked_before_writing() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    let revoked = h
+        .admin
+        .create_key(&h.issuer, &h.account, None)
+        .await
+        .unwrap()
+        .0;
+    h.admin.revoke_key(revoked.key_id().unwrap()).await.unwrap();
+    let stranger = h.issuer.issue();
+
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let metrics = processor.metrics().clone();
+    let mut pipeline = h.pipeline(processor, &cancel);
+
+    h.publish(&h.envelope(
+        &tx_batch("p1", "A", 5, 1.0, start),
+        AuthMode::Provisional,
+        &revoked,
+    ))
+    .await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::DroppedProvisional {
+            reason: "revoked_key"
+        }
+    );
+    h.publish(&h.envelope(
+        &tx_batch("p2", "A", 5, 1.0, start),
+        AuthMode::Provisional,
+        &stranger,
+    ))
+    .await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::DroppedProvisional {
+            reason: "unknown_key"
+        }
+    );
+    assert_eq!(h.tx_total().await, 0, "nothing written for rejected keys");
+
+    h.publish(&h.envelope(
+        &tx_batch("p3", "A", 5, 1.0, start),
+        AuthMode::Provisional,
+        &h.key,
+    ))
+    .await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Processed { items: 5 }
+    );
+    let docs = h.tx_docs().await;
+    assert_eq!(
+        docs[0].get_str("account").unwrap(),
+        "acme",
+        "account resolved by the re-check"
+    );
+    assert_eq!(
+        metrics
+            .dropped_provisional
+            .with_label_values(&["revoked_key"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        metrics
+            .dropped_provisional
+            .with_label_values(&["unknown_key"])
+            .get(),
+        1
+    );
+    cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn mongodb_stopped_while_messages_arrive_loses_nothing() {
+    let mut server = SecantusServer::start(SecantusStorage::Disk);
+    let mongo = TestMongo::at(&server.url()).await;
+    let h = Harness::with_db(mongo.db(), server.url()).await;
+    let start = test_minute_start();
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let metrics = processor.metrics().clone();
+    let mut mongo_up = processor.watch_mongo();
+    let running = tokio::spawn(h.pipeline(processor, &cancel).run());
+
+    h.publish_json(&tx_batch("before", "A", 10, 1.0, start))
+        .await;
+    wait_until(
+        Duration::from_secs(20),
+        "the first batch stored",
+        || async { h.tx_total().await == 10 },
+    )
+    .await;
+
+    server.stop();
+    for i in 0..30 {
+        h.publish_json(&tx_batch(&format!("during-{i}"), "A", 10, 1.0, start))
+            .await;
+    }
+    // The worker notices and pauses (it pulls nothing meanwhile).
+    wait_until(Duration::from_secs(30), "the worker to pause", || {
+        let up = *mongo_up.borrow_and_update();
+        async move { !up }
+    })
+    .await;
+    assert_eq!(metrics.paused.get(), 1);
+    server.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "every batch stored after the restart",
+        || async { h.tx_total().await == 310 },
+    )
+    .await;
+    assert_eq!(
+        metrics.messages.with_label_values(&["dead_lettered"]).get(),
+        0
+    );
+    assert_eq!(metrics.messages.with_label_values(&["retried"]).get(), 0);
+    assert!(h.drain_dead_letters().await.is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.tx_total().await, 310, "processed once");
+    cancel.cancel();
+    running.await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn retention_is_applied_from_settings() {
+    let h = Harness::new().await;
+    let mut settings = h.settings.clone();
+    settings.retention_transactions_days = 7;
+    settings.retention_applied_hours = 50;
+    inlet_worker::retention::apply_retention(&h.db, &settings)
+        .await
+        .unwrap();
+    let mut cursor =
+        h.db.collection::<mongodb::bson::Document>("tx_minutes")
+            .list_indexes()
+            .await
+            .unwrap();
+    let mut ttl = None;
+    while cursor.advance().await.unwrap() {
+        let idx = cursor.deserialize_current().unwrap();
+        if idx.options.as_ref().and_then(|o| o.name.clone()).as_deref() == Some("retention") {
+            ttl = idx.options.and_then(|o| o.expire_after);
+        }
+    }
+    assert_eq!(ttl, Some(Duration::from_secs(7 * 86_400)));
+    let _ = doc! {};
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn metrics_and_errors_are_stored_with_their_semantics() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    let body = |id: &str, gauge: f64, gauge_ts: i64, msg: &str, err_ts: i64| {
+        serde_json::json!({
+            "batch_id": id,
+            "agent": {"name": "t", "version": "1"}, "app": "shop", "environment": "production",
+            "metrics": [
+                {"kind": "counter", "name": "jobs", "value": 2, "tags": {"q": "default"}, "timestamp_ms": start},
+                {"kind": "gauge", "name": "depth", "value": gauge, "timestamp_ms": gauge_ts},
+                {"kind": "distribution", "name": "size", "value": gauge * 10.0, "timestamp_ms": start}
+            ],
+            "errors": [{"class": "Boom", "message": msg, "action": "A", "timestamp_ms": err_ts,
+                        "backtrace": [{"file": "app/a.rb", "line": 3, "function": "f"}]}]
+        })
+    };
+    let cancel = CancellationToken::new();
+    let mut pipeline = h.pipeline(h.processor(), &cancel);
+    // The newer gauge arrives first: the older one must not overwrite it.
+    h.publish_json(&body("m1", 7.0, start + 500, "newer", start + 500))
+        .await;
+    assert!(matches!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Processed { .. }
+    ));
+    h.publish_json(&body("m2", 3.0, start + 100, "older", start + 100))
+        .await;
+    assert!(matches!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Processed { .. }
+    ));
+
+    let metrics = h.db.collection::<mongodb::bson::Document>("metric_minutes");
+    let counter = metrics
+        .find_one(doc! { "name": "jobs" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counter.get_f64("sum").unwrap(), 4.0);
+    assert_eq!(
+        counter.get_document("tags").unwrap().get_str("q").unwrap(),
+        "default"
+    );
+    let gauge = metrics
+        .find_one(doc! { "name": "depth" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        gauge.get_f64("last").unwrap(),
+        7.0,
+        "latest timestamp wins, not latest arrival"
+    );
+    assert_eq!(gauge.get_i64("count").unwrap(), 2);
+    let dist = metrics
+        .find_one(doc! { "name": "size" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (dist.get_f64("min").unwrap(), dist.get_f64("max").unwrap()),
+        (30.0, 70.0)
+    );
+    let group =
+        h.db.collection::<mongodb::bson::Document>("error_groups")
+            .find_one(doc! {})
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(group.get_i64("count").unwrap(), 2);
+    assert_eq!(
+        group
+            .get_document("latest")
+            .unwrap()
+            .get_str("message")
+            .unwrap(),
+        "newer"
+    );
+    assert_eq!(
+        group.get_datetime("first_seen").unwrap().timestamp_millis(),
+        start + 100
+    );
+    let minutes = h.db.collection::<mongodb::bson::Document>("error_minutes");
+    assert_eq!(minutes.count_documents(doc! {}).await.unwrap(), 1);
+    cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn failing_writes_retry_with_growing_attempts_then_dead_letter() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    // The server refuses this action's documents (a validator), so every
+    // write of that message fails, while others succeed.
+    h.db.run_command(doc! {
+        "collMod": "tx_minutes",
+        "validator": { "action": { "$ne": "Refused" } },
+        "validationAction": "error",
+    })
+    .await
+    .unwrap();
+    h.publish_json(&tx_batch("bad", "Refused", 3, 1.0, start))
+        .await;
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let metrics = processor.metrics().clone();
+    let mut pipeline = h.pipeline(processor, &cancel);
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Retried { attempt: 2 }
+    );
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Retried { attempt: 3 }
+    );
+    assert!(matches!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::DeadLettered { .. }
+    ));
+    assert_eq!(
+        metrics
+            .dead_letters
+            .with_label_values(&["max_attempts"])
+            .get(),
+        1
+    );
+    let dead = h.drain_dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    h.publish_json(&tx_batch("good", "Fine", 3, 1.0, start))
+        .await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Processed { items: 3 }
+    );
+    cancel.cancel();
+    h.cleanup().await;
+}

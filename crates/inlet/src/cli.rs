@@ -1,0 +1,225 @@
+//! Command-line parsing and dispatch.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::settings::{Settings, Sources};
+
+/// Inlet: receives agent telemetry, authenticates it without false 401s,
+/// queues it durably, and aggregates it into minutely metrics.
+#[derive(Debug, Parser)]
+#[command(name = "inlet", version, about)]
+pub struct Cli {
+    /// Directory with default.toml and {env}.toml [env: INLET_CONFIG_DIR; default: config]
+    #[arg(long, global = true)]
+    config_dir: Option<PathBuf>,
+    /// Configuration environment [env: INLET_ENV; default: local]
+    #[arg(long, global = true)]
+    env: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load, validate and print the effective configuration (TOML; secrets redacted).
+    Config,
+    /// Serve the push API.
+    Api,
+    /// Consume pushes and aggregate them into MongoDB.
+    Worker,
+    /// Print an app's minutely transaction series.
+    Stats {
+        /// The account.
+        #[arg(long)]
+        account: String,
+        /// The app.
+        #[arg(long)]
+        app: String,
+        /// How far back: 30m, 1h, 2d… (default 1h).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Only this action (default: all actions, summed per minute).
+        #[arg(long)]
+        action: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Apply MongoDB migrations (idempotent), or show their state.
+    Migrate {
+        /// Only show which migrations are applied.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Load all keys from MongoDB into Redis, then follow changes.
+    Sync {
+        /// Load once and exit (no following, no admin listener).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Send one batch (JSON) to the push API once and print the answer.
+    Push(commands::push::PushArgs),
+    /// Generate realistic push traffic; report statuses, throughput and latency.
+    Load(commands::load::LoadArgs),
+}
+
+/// `inlet keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key; it is printed exactly once (only its digest is stored).
+    Create {
+        /// Owning account.
+        #[arg(long)]
+        account: String,
+        /// Restrict the key to one app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Revoke a key by id (running instances reject it within seconds).
+    Revoke {
+        /// The key id (16 hex digits, as shown by `inlet keys list`).
+        key_id: String,
+    },
+    /// List keys (id, account, state, app; never the key).
+    List {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Import legacy keys: one `account,key[,app]` or `account,sha256:<digest>[,app]` per line.
+    Import {
+        /// The file ("-" for stdin).
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+/// `inlet accounts …`
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        /// The account id.
+        id: String,
+        /// Sustained requests per second for its keys (default: server default).
+        #[arg(long, requires = "burst")]
+        rate_limit: Option<u32>,
+        /// Burst size for the rate limit.
+        #[arg(long, requires = "rate_limit")]
+        burst: Option<u32>,
+    },
+    /// Suspend an account: its keys get 403.
+    Suspend {
+        /// The account id.
+        id: String,
+    },
+    /// Re-activate a suspended account.
+    Activate {
+        /// The account id.
+        id: String,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+/// Output format for listings.
+#[derive(Debug, Args)]
+pub struct Format {
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses arguments, runs the command, maps errors to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "inlet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The agent-side tools need no server configuration.
+    let command = match cli.command {
+        Command::Push(args) => {
+            let _ = inlet_obs::logging::init(&inlet_obs::LogSettings::default());
+            return commands::block_on(commands::push::run(args));
+        }
+        Command::Load(args) => {
+            let _ = inlet_obs::logging::init(&inlet_obs::LogSettings::default());
+            return commands::block_on(commands::load::run(args));
+        }
+        other => other,
+    };
+    let cli = Cli { command, ..cli };
+    let settings = load_settings(&cli)?;
+    // Logs go to stderr, so command output on stdout stays clean.
+    let _ = inlet_obs::logging::init(&settings.log);
+    match cli.command {
+        Command::Config => {
+            let text = toml::to_string_pretty(&settings).context("rendering configuration")?;
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Api => commands::block_on(commands::api::run(settings)),
+        Command::Worker => commands::block_on(commands::worker::run(settings)),
+        Command::Stats {
+            account,
+            app,
+            since,
+            action,
+            format,
+        } => commands::block_on(commands::stats::run(
+            settings,
+            account,
+            app,
+            since,
+            action,
+            format.json,
+        )),
+        Command::Migrate { status } => commands::block_on(commands::migrate::run(settings, status)),
+        Command::Sync { once } => commands::block_on(commands::sync::run(settings, once)),
+        Command::Keys(cmd) => commands::block_on(commands::admin::keys(settings, cmd)),
+        Command::Accounts(cmd) => commands::block_on(commands::admin::accounts(settings, cmd)),
+        // Dispatched above, without settings.
+        Command::Push(_) | Command::Load(_) => Ok(ExitCode::FAILURE),
+    }
+}
+
+fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut sources = Sources::from_env();
+    if let Some(dir) = &cli.config_dir {
+        sources.dir = dir.clone();
+    }
+    if let Some(env) = &cli.env {
+        sources.env = env.clone();
+        sources.env_explicit = true;
+    }
+    Settings::load(&sources).with_context(|| {
+        format!(
+            "loading configuration from {} (environment {:?})",
+            sources.dir.display(),
+            sources.env
+        )
+    })
+}

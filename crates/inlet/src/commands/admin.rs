@@ -1,0 +1,227 @@
+//! `inlet keys …` and `inlet accounts …`.
+
+use std::io::{BufRead as _, Write as _};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use inlet_auth::RedisStore;
+use inlet_auth::admin::{KeyAdmin, LegacyKey};
+use inlet_auth::mongo_store::{AccountDoc, KeyDoc};
+use inlet_domain::{AccountId, AccountState, AppName, KeyId, RateLimit};
+
+use crate::cli::{AccountsCommand, KeysCommand};
+use crate::settings::Settings;
+
+async fn admin(settings: &Settings) -> anyhow::Result<(KeyAdmin, inlet_auth::MongoStore)> {
+    let mongo = super::mongo(settings).await?;
+    let admin = KeyAdmin::new(mongo.clone());
+    // Changes reach Redis at once when it is configured; if it is down they
+    // still reach it through the key sync.
+    let admin = match settings.auth.primary {
+        inlet_auth::PrimaryStore::Redis => {
+            admin.with_redis(RedisStore::new(&settings.redis).context("configuring Redis")?)
+        }
+        _ => admin,
+    };
+    Ok((admin, mongo))
+}
+
+fn time(t: mongodb::bson::DateTime) -> String {
+    t.try_to_rfc3339_string().unwrap_or_default()
+}
+
+/// Runs a `keys` subcommand.
+pub async fn keys(settings: Settings, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    let (admin, mongo) = admin(&settings).await?;
+    let result = keys_inner(&settings, &admin, cmd).await;
+    super::close_mongo(&mongo).await;
+    result
+}
+
+async fn keys_inner(
+    settings: &Settings,
+    admin: &KeyAdmin,
+    cmd: KeysCommand,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        KeysCommand::Create { account, app } => {
+            let issuer = settings.signing.issuer()?.context(
+                "no signing secret: set [signing] current and secrets (INLET__SIGNING__*)",
+            )?;
+            let account = AccountId::parse(&account)?;
+            let app = app.as_deref().map(AppName::parse).transpose()?;
+            let (key, doc) = admin.create_key(&issuer, &account, app).await?;
+            // The only time the key is ever shown.
+            writeln!(out, "{}", key.expose_secret())?;
+            drop(out);
+            tracing::info!(key_id = %doc.key_id, account = %doc.account_id, "key created");
+        }
+        KeysCommand::Revoke { key_id } => {
+            let id = KeyId::parse(&key_id)
+                .with_context(|| format!("invalid key id {key_id:?} (see `inlet keys list`)"))?;
+            let doc = admin.revoke_key(id).await?;
+            writeln!(
+                out,
+                "revoked key {} of account {}",
+                doc.key_id, doc.account_id
+            )?;
+        }
+        KeysCommand::List { account, format } => {
+            let account = account.as_deref().map(AccountId::parse).transpose()?;
+            let keys = admin.list_keys(account.as_ref()).await?;
+            if format.json {
+                for k in &keys {
+                    writeln!(out, "{}", key_json(k))?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<16}  {:<20}  {:<8}  {:<6}  {:<12}  CREATED",
+                    "KEY ID", "ACCOUNT", "STATE", "KIND", "APP"
+                )?;
+                for k in &keys {
+                    writeln!(
+                        out,
+                        "{:<16}  {:<20}  {:<8}  {:<6}  {:<12}  {}",
+                        k.key_id,
+                        k.account_id,
+                        state_label(k),
+                        if k.legacy { "legacy" } else { "inlet" },
+                        k.app.as_deref().unwrap_or("-"),
+                        time(k.created_at)
+                    )?;
+                }
+            }
+        }
+        KeysCommand::Import { file } => {
+            let reader: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(&file)
+                        .with_context(|| format!("opening {}", file.display()))?,
+                ))
+            };
+            let mut entries = Vec::new();
+            for (n, line) in reader.lines().enumerate() {
+                let line = line?;
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                match LegacyKey::parse_line(line) {
+                    Ok(k) => entries.push(k),
+                    Err(e) => bail!("line {}: {e}", n + 1),
+                }
+            }
+            let report = admin.import_legacy(&entries).await?;
+            writeln!(
+                out,
+                "imported {} keys ({} already present)",
+                report.created, report.existing
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_label(k: &KeyDoc) -> &'static str {
+    match k.state {
+        inlet_domain::KeyState::Active => "active",
+        inlet_domain::KeyState::Revoked => "revoked",
+    }
+}
+
+fn key_json(k: &KeyDoc) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": k.key_id,
+        "account": k.account_id,
+        "state": state_label(k),
+        "legacy": k.legacy,
+        "app": k.app,
+        "created_at": time(k.created_at),
+        "updated_at": time(k.updated_at),
+    })
+}
+
+/// Runs an `accounts` subcommand.
+pub async fn accounts(settings: Settings, cmd: AccountsCommand) -> anyhow::Result<ExitCode> {
+    let (admin, mongo) = admin(&settings).await?;
+    let result = accounts_inner(&admin, cmd).await;
+    super::close_mongo(&mongo).await;
+    result
+}
+
+async fn accounts_inner(admin: &KeyAdmin, cmd: AccountsCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        AccountsCommand::Create {
+            id,
+            rate_limit,
+            burst,
+        } => {
+            let id = AccountId::parse(&id)?;
+            let limit = match (rate_limit, burst) {
+                (Some(per_second), Some(burst)) => Some(RateLimit { per_second, burst }),
+                _ => None,
+            };
+            admin.create_account(&id, limit).await?;
+            writeln!(out, "created account {id}")?;
+        }
+        AccountsCommand::Suspend { id } => {
+            let id = AccountId::parse(&id)?;
+            admin
+                .set_account_state(&id, AccountState::Suspended)
+                .await?;
+            writeln!(out, "suspended account {id}")?;
+        }
+        AccountsCommand::Activate { id } => {
+            let id = AccountId::parse(&id)?;
+            admin.set_account_state(&id, AccountState::Active).await?;
+            writeln!(out, "activated account {id}")?;
+        }
+        AccountsCommand::List { format } => {
+            let accounts = admin.list_accounts().await?;
+            if format.json {
+                for a in &accounts {
+                    writeln!(out, "{}", account_json(a))?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<24}  {:<9}  {:<14}  CREATED",
+                    "ACCOUNT", "STATE", "RATE LIMIT"
+                )?;
+                for a in &accounts {
+                    let limit = a.rate_limit.map_or_else(
+                        || "default".to_owned(),
+                        |r| format!("{}/s burst {}", r.per_second, r.burst),
+                    );
+                    let state = match a.state {
+                        AccountState::Active => "active",
+                        AccountState::Suspended => "suspended",
+                    };
+                    writeln!(
+                        out,
+                        "{:<24}  {:<9}  {:<14}  {}",
+                        a.id,
+                        state,
+                        limit,
+                        time(a.created_at)
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn account_json(a: &AccountDoc) -> serde_json::Value {
+    serde_json::json!({
+        "account": a.id,
+        "state": a.state,
+        "rate_limit": a.rate_limit,
+        "created_at": time(a.created_at),
+    })
+}

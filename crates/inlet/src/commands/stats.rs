@@ -1,0 +1,103 @@
+//! `inlet stats`: the minutely series of an app, from the aggregates.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use inlet_domain::{Minute, now_ms};
+use inlet_worker::stats::{StatsQuery, minutely};
+
+use crate::settings::Settings;
+
+/// Parses `90s`, `15m`, `1h`, `2d`.
+pub fn parse_since(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?}: expected e.g. 30m, 1h, 2d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "" => n * 60,
+        "h" => n * 3_600,
+        "d" => n * 86_400,
+        other => anyhow::bail!("{s:?}: unknown unit {other:?} (use s, m, h or d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// Prints the series as a table or JSON lines.
+pub async fn run(
+    settings: Settings,
+    account: String,
+    app: String,
+    since: String,
+    action: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let since = parse_since(&since)?;
+    let mongo = super::mongo(&settings).await?;
+    let query = StatsQuery {
+        account,
+        app,
+        since: Minute::containing(now_ms() - since.as_millis() as i64),
+        action,
+    };
+    let rows = minutely(mongo.database(), &query).await;
+    super::close_mongo(&mongo).await;
+    let rows = rows.context("reading aggregates")?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for r in &rows {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<20}  {:>8}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}",
+        "MINUTE (UTC)", "COUNT", "ERRORS", "MEAN ms", "P50 ms", "P95 ms", "MAX ms", "ERR SMP"
+    )?;
+    for r in &rows {
+        let minute = mongodb::bson::DateTime::from_millis(r.minute_ms)
+            .try_to_rfc3339_string()
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<20}  {:>8}  {:>6}  {:>9.1}  {:>9}  {:>9}  {:>9.1}  {:>7}",
+            minute.trim_end_matches(":00Z").trim_end_matches("Z"),
+            r.count,
+            r.errors,
+            r.mean_ms,
+            fmt_ms(r.p50_ms),
+            fmt_ms(r.p95_ms),
+            r.max_ms,
+            r.error_samples
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no data for this app in the period)")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_since("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_since("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_since("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_since("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_since("5").unwrap(), Duration::from_secs(300));
+        assert!(parse_since("1y").is_err());
+        assert!(parse_since("h").is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! The `inlet` binary's administrative commands against real services.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+use inlet_testkit::{TestMongo, TestRedis};
+
+struct Cli {
+    mongo: TestMongo,
+    redis: TestRedis,
+}
+
+impl Cli {
+    async fn new() -> Cli {
+        Cli {
+            mongo: TestMongo::new().await,
+            redis: TestRedis::new().await,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+        Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .args(args)
+            .env("INLET_CONFIG_DIR", config)
+            .env("INLET_ENV", "local")
+            .env("INLET__MONGO__URL", &self.mongo.url)
+            .env("INLET__MONGO__DATABASE", &self.mongo.db_name)
+            .env("INLET__REDIS__URL", &self.redis.url)
+            .env("INLET__REDIS__PREFIX", &self.redis.prefix)
+            .env("INLET__LOG__FILTER", "warn")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run inlet")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "inlet {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "inlet {args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn migrate_twice_changes_nothing_the_second_time() {
+    let cli = Cli::new().await;
+    assert!(cli.ok(&["migrate"]).contains("applied migration 0001"));
+    let log = cli
+        .mongo
+        .db()
+        .collection::<mongodb::bson::Document>("_migrations");
+    let before: Vec<_> = futures_collect(log.find(mongodb::bson::doc! {}).await.unwrap()).await;
+    assert!(cli.ok(&["migrate"]).contains("up to date"));
+    let after: Vec<_> = futures_collect(log.find(mongodb::bson::doc! {}).await.unwrap()).await;
+    assert_eq!(before, after, "the second run records nothing new");
+    assert!(
+        cli.ok(&["migrate", "--status"])
+            .contains("0001 keys_and_accounts")
+    );
+    cli.mongo.cleanup().await;
+}
+
+async fn futures_collect(
+    mut cursor: mongodb::Cursor<mongodb::bson::Document>,
+) -> Vec<mongodb::bson::Document> {
+    let mut out = Vec::new();
+    while cursor.advance().await.unwrap() {
+        out.push(cursor.deserialize_current().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn key_administration_round_trip() {
+    let cli = Cli::new().await;
+    cli.ok(&["migrate"]);
+    cli.ok(&[
+        "accounts",
+        "create",
+        "acme",
+        "--rate-limit",
+        "10",
+        "--burst",
+        "20",
+    ]);
+    assert!(
+        cli.fails(&["accounts", "create", "acme"])
+            .contains("already exists")
+    );
+    assert!(
+        cli.fails(&["keys", "create", "--account", "nobody"])
+            .contains("does not exist")
+    );
+
+    let key = cli.ok(&["keys", "create", "--account", "acme", "--app", "shop"]);
+    let key = key.trim();
+    assert!(key.starts_with("inlet_") && key.len() == 70, "{key}");
+    let list = cli.ok(&["keys", "list", "--account", "acme"]);
+    assert!(!list.contains(key), "the key is shown only once");
+    assert!(!list.contains(&key[6..20]));
+    let parsed = inlet_domain::ApiKey::parse_format(key).unwrap();
+    let key_id = parsed.key_id().unwrap().to_string();
+    assert!(
+        list.contains(&key_id) && list.contains("active") && list.contains("shop"),
+        "{list}"
+    );
+
+    // Only the digest is stored.
+    let stored = cli
+        .mongo
+        .db()
+        .collection::<mongodb::bson::Document>("api_keys")
+        .find_one(mongodb::bson::doc! { "_id": &key_id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_str("digest").unwrap(), parsed.digest().to_hex());
+    assert!(!stored.to_string().contains(key));
+
+    assert!(cli.ok(&["keys", "revoke", &key_id]).contains("revoked"));
+    assert!(
+        cli.ok(&["keys", "list", "--json"])
+            .contains("\"state\":\"revoked\"")
+    );
+    assert!(
+        cli.fails(&["keys", "revoke", "xyz"])
+            .contains("invalid key id")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.csv");
+    std::fs::write(&file, "# legacy keys\nacme,3f2504e0-4f89-11d3-9a0c-0305e82c3301\nacme,0c9e59b2-7a4b-4f36-9d2a-1b2c3d4e5f60,shop\n").unwrap();
+    let f = file.to_str().unwrap();
+    assert!(
+        cli.ok(&["keys", "import", "--file", f])
+            .contains("imported 2 keys (0 already present)")
+    );
+    assert!(
+        cli.ok(&["keys", "import", "--file", f])
+            .contains("imported 0 keys (2 already present)")
+    );
+    std::fs::write(&file, "acme,short\n").unwrap();
+    assert!(
+        cli.fails(&["keys", "import", "--file", f])
+            .contains("line 1")
+    );
+
+    assert!(cli.ok(&["sync", "--once"]).contains("loaded 3 keys"));
+    assert!(
+        cli.ok(&["accounts", "suspend", "acme"])
+            .contains("suspended")
+    );
+    assert!(cli.ok(&["accounts", "list"]).contains("suspended"));
+    assert!(
+        cli.ok(&["accounts", "activate", "acme"])
+            .contains("activated")
+    );
+    cli.mongo.cleanup().await;
+    cli.redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_configuration_names_the_key() {
+    let cli = Cli::new().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .arg("config")
+        .env(
+            "INLET_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+        )
+        .env("INLET__AUTH__POSITIVE_TTL_S", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("auth.positive_ttl_s"), "{err}");
+    drop(cli);
+}

@@ -1,0 +1,216 @@
+//! The scenarios, one module each, and what they share: provisioning
+//! agents, and the end-of-run reconciliation.
+
+mod bad_input;
+mod brute_force;
+mod incident;
+mod mongo_down;
+mod rabbit_restart;
+mod redis_flush;
+mod revocation;
+mod rolling_deploy;
+mod worker_kill;
+
+use std::time::Duration;
+
+use inlet_testkit::LoadBalancer;
+
+use crate::agents::{AgentSpec, Fleet, Totals};
+use crate::report::Figure;
+use crate::stack::Stack;
+
+/// Per-account rate limit of agent accounts: high enough that a fleet
+/// draining a backlog after an outage is not throttled (429s are not what
+/// these scenarios are about).
+pub const AGENT_RATE: (u32, u32) = (10_000, 10_000);
+
+/// Creates `n` accounts named `{prefix}-NNN`, one key each.
+pub async fn agent_specs(stack: &Stack, prefix: &str, n: usize) -> Vec<AgentSpec> {
+    let accounts: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
+    let keys = stack.accounts_with_keys(&accounts, Some(AGENT_RATE)).await;
+    accounts
+        .into_iter()
+        .zip(keys)
+        .map(|(account, key)| AgentSpec { account, key })
+        .collect()
+}
+
+/// How a run is reconciled.
+pub struct Reconcile<'a> {
+    /// The API's accepted transaction items, when known completely.
+    pub api_items: Option<u64>,
+    /// The recording load balancer the agents went through.
+    pub lb: Option<&'a LoadBalancer>,
+    /// 401/403 answers to keys valid at the time.
+    pub false_401s: u64,
+    /// Items stored on purpose outside the agents' own sends (probes), in
+    /// the agents' accounts.
+    pub extra_stored: u64,
+    /// Agents whose key was revoked: they may end with data the server
+    /// refused, and their 401s are expected.
+    pub revoked: Vec<String>,
+    /// How long the worker may take to store everything after the agents
+    /// stopped.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Reconcile<'_> {
+    fn default() -> Self {
+        Reconcile {
+            api_items: None,
+            lb: None,
+            false_401s: 0,
+            extra_stored: 0,
+            revoked: Vec::new(),
+            drain_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// After the agents were shut down ([`Fleet::shutdown`]: everything they
+/// held flushed), waits for the worker to drain, and checks: nothing dropped, accepted == stored (items
+/// and duration sums), the API's count between accepted and accepted plus
+/// what was re-sent after lost answers, no false 401s, and every 5xx on
+/// the wire with `Retry-After`. Fills the figure's common fields.
+pub async fn reconcile(fig: &mut Figure, stack: &Stack, fleet: &Fleet, r: Reconcile<'_>) -> Totals {
+    assert!(
+        fleet.agents.iter().all(|a| a.report.is_some()),
+        "shut the fleet down before reconciling"
+    );
+    let t = fleet.totals();
+    let accounts = fleet.accounts();
+    let expected = t.accepted + r.extra_stored;
+    let stored = stack
+        .wait_drained(&accounts, expected, r.drain_timeout)
+        .await;
+    let everything = stack.stored(&[]).await;
+
+    let kept: Vec<&crate::agents::Agent> = fleet
+        .agents
+        .iter()
+        .filter(|a| !r.revoked.contains(&a.account))
+        .collect();
+    let kept_recorded: u64 = kept.iter().map(|a| a.recorded()).sum();
+    let kept_accepted: u64 = kept.iter().map(|a| a.accepted()).sum();
+    let kept_dropped: u64 = kept
+        .iter()
+        .map(|a| a.client.stats().dropped_items.total())
+        .sum();
+    let client_recorded: u64 = fleet
+        .agents
+        .iter()
+        .map(|a| a.client.stats().recorded_items)
+        .sum();
+
+    fig.recorded = t.recorded;
+    fig.accepted = t.accepted;
+    fig.stored = stored.count;
+    fig.api_items = r.api_items;
+    fig.false_401s = r.false_401s;
+    fig.lost = expected.saturating_sub(stored.count);
+    fig.duplicated = stored.count.saturating_sub(expected);
+    fig.dropped = kept_dropped;
+    fig.note("agent_failures", &t.failures);
+    fig.note("agent_retried_batches", t.retried_batches);
+    fig.note("agent_transport_errors", t.transport_errors);
+    fig.note("agent_5xx", t.server_errors);
+    fig.note(
+        "longest_agent_stall_s",
+        crate::report::secs(fleet.longest_stall()),
+    );
+
+    fig.check(
+        "the clients counted every recorded item",
+        client_recorded == t.recorded,
+        format!(
+            "recorded by the agents {} / by the clients {client_recorded}",
+            t.recorded
+        ),
+    );
+    fig.check(
+        "no agent dropped anything (buffer, 4xx, shutdown)",
+        kept_dropped == 0,
+        format!("dropped {kept_dropped}: {:?}", t.failures),
+    );
+    fig.check(
+        "every recorded item was accepted",
+        kept_accepted == kept_recorded,
+        format!("recorded {kept_recorded}, accepted {kept_accepted}"),
+    );
+    fig.check(
+        "stored exactly once (accepted == stored)",
+        stored.count == expected,
+        format!(
+            "accepted {} (+{} probe items), stored {}",
+            t.accepted, r.extra_stored, stored.count
+        ),
+    );
+    fig.check(
+        "nothing stored outside the agents' accounts",
+        everything.count == stored.count,
+        format!("all accounts {}, agents {}", everything.count, stored.count),
+    );
+    if r.revoked.is_empty() && r.extra_stored == 0 {
+        fig.check(
+            "stored duration sum == recorded duration sum",
+            (stored.duration_sum - t.recorded_sum).abs() < 0.5,
+            format!(
+                "recorded {} ms, stored {} ms",
+                t.recorded_sum, stored.duration_sum
+            ),
+        );
+    }
+    if let Some(api) = r.api_items {
+        fig.check(
+            "API accepted items within [accepted, accepted + re-sent after lost answers]",
+            api >= t.accepted && api <= t.accepted + t.resent_after_no_answer,
+            format!(
+                "API {api}, agents accepted {}, re-sent after no answer ≤ {}",
+                t.accepted, t.resent_after_no_answer
+            ),
+        );
+    }
+    fig.check(
+        "no false 401/403",
+        r.false_401s == 0,
+        format!("{} false 401/403", r.false_401s),
+    );
+    if let Some(lb) = r.lb {
+        let w = lb.responses();
+        fig.server_errors = w.server_errors;
+        fig.server_errors_without_retry_after = w.server_errors_without_retry_after;
+        fig.note("wire_statuses", &w.by_status);
+        fig.note(
+            "wire_codes",
+            w.by_code
+                .iter()
+                .map(|((s, c), n)| (format!("{s} {c}"), *n))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        );
+        fig.check(
+            "every 5xx carried Retry-After (on the wire)",
+            w.server_errors_without_retry_after == 0,
+            format!(
+                "{} of {} 5xx without Retry-After: {:?}",
+                w.server_errors_without_retry_after,
+                w.server_errors,
+                w.examples_without_retry_after
+            ),
+        );
+        fig.check(
+            "the wire saw every accepted batch's 202",
+            w.status(202) >= t.accepted_batches,
+            format!(
+                "202s on the wire {}, batches accepted by agents {}",
+                w.status(202),
+                t.accepted_batches
+            ),
+        );
+        fig.check(
+            "every response on the wire was followed",
+            w.unparsed_connections == 0,
+            format!("{} connections not parsed", w.unparsed_connections),
+        );
+    }
+    t
+}

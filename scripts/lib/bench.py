@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+"""Runs every benchmark in one run on this machine and writes docs/benchmarks.md.
+
+Called by scripts/bench after the release build and with the services
+running (INLET_TEST_*_URL exported). Everything is measured in the same
+run, so the ratios are the headline; absolute numbers vary by machine.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/inlet-target"))
+REL = TARGET / "release"
+INLET = REL / "inlet"
+MONGO = os.environ["INLET_TEST_MONGO_URL"]
+REDIS = os.environ["INLET_TEST_REDIS_URL"]
+AMQP = os.environ["INLET_TEST_AMQP_URL"]
+DURATION = os.environ.get("BENCH_DURATION", "20s")
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+SYNC_SIZES = [int(x) for x in os.environ.get("BENCH_SYNC_KEYS", "100000,1000000").split(",") if x]
+RUN_ID = f"bench{os.getpid()}"
+RAW = []  # (title, text) of raw outputs for the appendix
+COMMANDS = []
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    COMMANDS.append(" ".join(str(c) for c in cmd))
+    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_http(url, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+def proc_cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_peak_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def parse_wrk(text):
+    def dur(s):
+        m = re.match(r"([\d.]+)(us|ms|s|m)", s)
+        v, u = float(m.group(1)), m.group(2)
+        return v * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
+
+    out = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = int(m.group(1)) if m else 0
+    for q in ("50%", "90%", "99%"):
+        m = re.search(rf"^\s+{q}\s+(\S+)", text, re.M)
+        out["p" + q[:-1]] = dur(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", text)
+    out["socket_errors"] = m.group(1).strip() if m else ""
+    return out
+
+
+def wrk(url, lua, title):
+    cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-s", lua, url]
+    COMMANDS.append(" ".join(cmd))
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    RAW.append((title, text))
+    return parse_wrk(text)
+
+
+def measured_wrk(pid, url, lua, title):
+    # Warm up (connections, caches, JIT-free but page faults), then measure.
+    subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", "-d3s", "-s", lua, url], capture_output=True)
+    cpu0 = proc_cpu_seconds(pid)
+    r = wrk(url, lua, title)
+    cpu = proc_cpu_seconds(pid) - cpu0
+    r["cpu_s_per_10k"] = cpu / max(r["requests"], 1) * 10_000
+    r["peak_rss_mib"] = proc_peak_rss_mib(pid)
+    return r
+
+
+def write_lua(body_path, keys, name):
+    lua = Path(tempfile.gettempdir()) / f"{RUN_ID}-{name}.lua"
+    keys_lua = ",".join(f'"{k}"' for k in keys)
+    lua.write_text(
+        f"""
+local f = io.open("{body_path}", "rb")
+local body = f:read("*a")
+f:close()
+local keys = {{{keys_lua}}}
+local n = 0
+request = function()
+  n = n + 1
+  local headers = {{}}
+  headers["Content-Type"] = "application/json"
+  headers["Authorization"] = "Bearer " .. keys[(n % #keys) + 1]
+  return wrk.format("POST", nil, headers, body)
+end
+"""
+    )
+    return str(lua)
+
+
+class Stack:
+    """`inlet api` (release) against the test services, isolated by a vhost,
+    a database and a key prefix."""
+
+    def __init__(self, name, extra_env=None, keys=1):
+        self.name = name
+        self.vhost = f"{RUN_ID}-{name}"
+        self.port = free_port()
+        self.ctl = ["rabbitmqctl"] + (["-n", os.environ["INLET_TEST_RABBITMQ_NODE"]] if os.environ.get("INLET_TEST_RABBITMQ_NODE") else [])
+        subprocess.run(self.ctl + ["-q", "add_vhost", self.vhost], check=True, capture_output=True)
+        subprocess.run(self.ctl + ["-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True)
+        self.env = dict(os.environ)
+        self.env.update({
+            "INLET_CONFIG_DIR": str(ROOT / "config"), "INLET_ENV": "local",
+            "INLET__LOG__FILTER": "warn",
+            "INLET__MONGO__URL": MONGO, "INLET__MONGO__DATABASE": f"{RUN_ID}_{name}",
+            "INLET__REDIS__URL": REDIS, "INLET__REDIS__PREFIX": f"{RUN_ID}-{name}:",
+            "INLET__QUEUE__URL": AMQP.rsplit("/", 1)[0] + "/" + self.vhost,
+            "INLET__API__LISTEN": f"127.0.0.1:{self.port}",
+            "INLET__API__SHUTDOWN_DELAY_MS": "0",
+            "INLET__API__DEFAULT_RATE_PER_S": "10000000", "INLET__API__DEFAULT_BURST": "10000000",
+        })
+        self.env.update(extra_env or {})
+        self.run(["migrate"])
+        self.run(["accounts", "create", "bench", "--rate-limit", "100000000", "--burst", "100000000"])
+        self.keys = [self.run(["keys", "create", "--account", "bench"]).strip() for _ in range(keys)]
+        self.run(["sync", "--once"])
+        self.proc = subprocess.Popen([str(INLET), "api"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{self.port}/health/ready")
+
+    def run(self, args):
+        return subprocess.run([str(INLET)] + args, env=self.env, check=True, capture_output=True, text=True).stdout
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/v1/push"
+
+    def close(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        subprocess.run(self.ctl + ["-q", "delete_vhost", self.vhost], capture_output=True)
+        venv_py = Path(os.environ.get("INLET_VENV", Path.home() / ".cache/inlet-venv")) / "bin/python"
+        subprocess.run([str(venv_py), "-c",
+                        f"import pymongo; pymongo.MongoClient({MONGO!r}).drop_database({self.env['INLET__MONGO__DATABASE']!r})"],
+                       capture_output=True)
+
+
+def push_path(body_path):
+    log("push path: bare actix")
+    port = free_port()
+    bare = subprocess.Popen([str(REL / "bare-actix"), f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    COMMANDS.append(f"{REL / 'bare-actix'} 127.0.0.1:{port}")
+    time.sleep(1)
+    lua = write_lua(body_path, ["unused"], "bare")
+    a = measured_wrk(bare.pid, f"http://127.0.0.1:{port}/v1/push", lua, "(a) bare actix-web handler")
+    bare.terminate()
+    bare.wait()
+
+    log("push path: bare lapin publish")
+    size = Path(body_path).stat().st_size
+    b = json.loads(sh([REL / "bare-publish", "--url", AMQP, "--body-bytes", size, "--messages", 30000]).stdout)
+    RAW.append(("(b) bare lapin confirmed publish", json.dumps(b, indent=2)))
+
+    log("push path: inlet /v1/push, cached key")
+    stack = Stack("push")
+    lua = write_lua(body_path, stack.keys, "inlet")
+    c = measured_wrk(stack.proc.pid, stack.url(), lua, "(c) Inlet /v1/push, cached key")
+    stack.close()
+    return a, b, c
+
+
+def auth_designs_push(body_path):
+    """The three designs through /v1/push: 1000 keys round robin, and a
+    decision cache of one entry (so every push misses it) for v1 and v2."""
+    out = {}
+    configs = {
+        "v1_mongo_per_decision": {"INLET__AUTH__PRIMARY": "none", "INLET__AUTH__CACHE_MAX_ENTRIES": "1"},
+        "v2_redis_per_decision": {"INLET__AUTH__PRIMARY": "redis", "INLET__AUTH__SOURCE_OF_TRUTH": "false",
+                                   "INLET__AUTH__CACHE_MAX_ENTRIES": "1"},
+        "inlet_cached_layered": {},
+    }
+    for name, env in configs.items():
+        log(f"auth designs through /v1/push: {name}")
+        stack = Stack(name.split("_")[0], env, keys=int(os.environ.get("BENCH_PUSH_KEYS", "200")))
+        lua = write_lua(body_path, stack.keys, name)
+        out[name] = measured_wrk(stack.proc.pid, stack.url(), lua, f"auth design {name} through /v1/push")
+        stack.close()
+    return out
+
+
+def main():
+    docs = ROOT / "docs" / "benchmarks.md"
+    body_path = Path(tempfile.gettempdir()) / f"{RUN_ID}-body.json"
+    body = subprocess.run([sys.executable, "-c", BODY_SCRIPT], check=True, capture_output=True, text=True).stdout
+    body_path.write_text(body)
+    log(f"push body: {len(body)} bytes")
+
+    a, b, c = push_path(body_path)
+
+    log("auth designs (harness, 64 tasks)")
+    designs = [json.loads(l) for l in sh([REL / "auth-designs", "--mongo", MONGO, "--redis", REDIS,
+                                          "--migrations", ROOT / "migrations", "--seconds", "10"]).stdout.splitlines() if l]
+    RAW.append(("auth designs (harness)", "\n".join(json.dumps(d) for d in designs)))
+    through_push = auth_designs_push(body_path)
+
+    log("worker throughput")
+    worker = json.loads(sh([REL / "worker-throughput", "--mongo", MONGO, "--amqp", AMQP,
+                            "--migrations", ROOT / "migrations"]).stdout)
+    RAW.append(("worker throughput", json.dumps(worker, indent=2)))
+
+    syncs = []
+    for n in SYNC_SIZES:
+        log(f"sync backfill of {n} keys")
+        s = json.loads(sh([REL / "sync-backfill", "--mongo", MONGO, "--redis", REDIS, "--keys", n]).stdout)
+        RAW.append((f"sync backfill {n}", json.dumps(s, indent=2)))
+        syncs.append(s)
+
+    log("criterion micro-benchmarks")
+    crit = {}
+    for pkg, bench in [("inlet-domain", "domain"), ("inlet-auth", "decide")]:
+        cmd = ["cargo", "bench", "--locked", "-p", pkg, "--bench", bench, "--", "--noplot"]
+        COMMANDS.append(" ".join(cmd))
+        text = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        RAW.append((f"criterion {pkg}/{bench}", text))
+        for m in re.finditer(r"^(\S[^\n]*?)\s*\n?\s+time:\s+\[\S+ \S+ (\S+ \S+) \S+ \S+\]", text, re.M):
+            crit[m.group(1).strip()] = m.group(2)
+        for m in re.finditer(r"^(\S[^\n]*?)\s*\n?\s+time:\s+\[[^\]]*\]\s*\n\s+thrpt:\s+\[\S+ \S+ (\S+ \S+)", text, re.M):
+            crit[m.group(1).strip() + " (throughput)"] = m.group(2)
+
+    write_report(docs, a, b, c, designs, through_push, worker, syncs, crit, len(body))
+    log(f"wrote {docs}")
+
+
+BODY_SCRIPT = r"""
+import json, time
+now = int(time.time() * 1000)
+tx = []
+doc = {"agent": {"name": "inlet-bench", "version": "1.0.0", "hostname": "bench-host-1"},
+       "app": "shop", "environment": "production"}
+i = 0
+while True:
+    tx.append({"action": "OrdersController#action%d" % (i % 7), "namespace": "web",
+               "start_ms": now - 1000, "duration_ms": 12.5 + i, "status": 500 if i % 13 == 0 else 200})
+    i += 1
+    doc["transactions"] = tx
+    if len(json.dumps(doc)) >= 1000:
+        break
+print(json.dumps(doc), end="")
+"""
+
+
+def verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def write_report(path, a, b, c, designs, through_push, worker, syncs, crit, body_bytes):
+    d = {x["design"]: x for x in designs}
+    v1, v2, inl = d["v1_mongo_per_decision"], d["v2_redis_per_decision"], d["inlet_cached_layered"]
+    r1 = inl["decisions_per_s"] / v1["decisions_per_s"]
+    r2 = inl["decisions_per_s"] / v2["decisions_per_s"]
+    base = min(a["rps"], b["msgs_per_s"])
+    push_ratio = c["rps"] / base
+    lines = []
+    w = lines.append
+    w("# Benchmarks")
+    w("")
+    w("Generated by `scripts/bench` in one run on one machine; ratios are the headline, absolute")
+    w("numbers vary between machines. Load generator and servers share the machine's cores.")
+    w("")
+    w("## Machine")
+    w("")
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    mem = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    w(f"- CPU: {cpu.group(1) if cpu else '?'} × {os.cpu_count()} cores; memory {int(mem.group(1)) // 1024 // 1024 if mem else '?'} GiB")
+    w(f"- OS: {platform.platform()}")
+    for name, cmd in [("rustc", ["rustc", "--version"]), ("redis", ["redis-server", "--version"]),
+                      ("wrk", ["wrk", "--version"])]:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+        except Exception:
+            out = "?"
+        w(f"- {name}: {out}")
+    w(f"- RabbitMQ: {AMQP.split('@')[-1]}; MongoDB-wire server: SecantusDB at {MONGO.split('@')[-1]}")
+    w(f"- wrk: 2 threads, {CONNECTIONS} connections, {DURATION}; push body {body_bytes} bytes of JSON (identity)")
+    w("")
+    w("## Summary: targets")
+    w("")
+    w("| target | measured | |")
+    w("|---|---|---|")
+    w(f"| push: Inlet ≥ 80% of min(bare actix, bare publish) in req/s | {push_ratio:.0%} ({c['rps']:.0f} vs min({a['rps']:.0f}, {b['msgs_per_s']:.0f})) | {verdict(push_ratio >= 0.8)} |")
+    w(f"| push: p99 < 25 ms at {CONNECTIONS} connections | {c['p99']:.1f} ms | {verdict(c['p99'] is not None and c['p99'] < 25)} |")
+    w(f"| push: API peak RSS < 100 MiB under load | {c['peak_rss_mib']:.0f} MiB | {verdict(c['peak_rss_mib'] < 100)} |")
+    w(f"| auth: Inlet ≥ 20× v1 in decisions/s | {r1:.1f}× | {verdict(r1 >= 20)} |")
+    w(f"| auth: Inlet ≥ 5× v2 in decisions/s | {r2:.1f}× | {verdict(r2 >= 5)} |")
+    w(f"| worker: ≥ 70% of a bare bulk-upsert loop | {worker['ratio']:.0%} | {verdict(worker['ratio'] >= 0.7)} |")
+    w("")
+    w("## Push path")
+    w("")
+    w("| | req/s | p50 ms | p99 ms | CPU s / 10k req | peak RSS MiB |")
+    w("|---|---|---|---|---|---|")
+    w(f"| (a) bare actix-web handler (same route, reads the body, 202) | {a['rps']:.0f} | {a['p50']:.2f} | {a['p99']:.2f} | {a['cpu_s_per_10k']:.2f} | {a['peak_rss_mib']:.0f} |")
+    w(f"| (b) bare lapin confirmed publish, pipelined (msgs/s) | {b['msgs_per_s']:.0f} | | | | |")
+    w(f"| (c) Inlet `/v1/push`, cached key (auth, validate, publish, confirm) | {c['rps']:.0f} | {c['p50']:.2f} | {c['p99']:.2f} | {c['cpu_s_per_10k']:.2f} | {c['peak_rss_mib']:.0f} |")
+    w("")
+    w(f"Non-2xx answers during (c): {c['non2xx']}. Socket errors: {c['socket_errors'] or 'none'}.")
+    w("")
+    w("## Auth designs: the incident's history side by side")
+    w("")
+    w("Harness: 64 concurrent tasks over 1000 keys for 10 s each, same stores.")
+    w("")
+    w("| design | decisions/s | p50 µs | p99 µs | vs v1 | vs v2 |")
+    w("|---|---|---|---|---|---|")
+    for x in (v1, v2, inl):
+        w(f"| {x['design']} | {x['decisions_per_s']:.0f} | {x['p50_us']:.0f} | {x['p99_us']:.0f} | "
+          f"{x['decisions_per_s'] / v1['decisions_per_s']:.1f}× | {x['decisions_per_s'] / v2['decisions_per_s']:.1f}× |")
+    w("")
+    w("Through `/v1/push` (keys round robin; v1 and v2 emulated with a one-entry decision cache, so every push asks the store):")
+    w("")
+    w("| design | req/s | p50 ms | p99 ms |")
+    w("|---|---|---|---|")
+    for name, r in through_push.items():
+        w(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} |")
+    w("")
+    w("## Worker")
+    w("")
+    w(f"{worker['messages']} messages × {int(worker['transactions']) // worker['messages']} transactions, {worker['concurrency']} pipelines.")
+    w("")
+    w("| | transactions/s |")
+    w("|---|---|")
+    w(f"| Inlet worker (decode, validate, fold, transaction with dedup markers, ack) | {worker['worker_tx_per_s']:.0f} |")
+    w(f"| bare bulk-upsert loop of the same bucket documents (no queue, transaction or dedup) | {worker['bare_tx_per_s']:.0f} |")
+    w(f"| ratio | {worker['ratio']:.0%} |")
+    w("")
+    w("## Key sync")
+    w("")
+    w("| keys | load into Redis, s | keys/s | (inserting them into MongoDB first took, s) |")
+    w("|---|---|---|---|")
+    for s in syncs:
+        w(f"| {s['keys']} | {s['backfill_seconds']:.1f} | {s['keys_per_s']:.0f} | {s['mongo_insert_seconds']:.1f} |")
+    w("")
+    w("## Criterion micro-benchmarks")
+    w("")
+    w("| benchmark | median |")
+    w("|---|---|")
+    for k, v in crit.items():
+        w(f"| {k} | {v} |")
+    w("")
+    w("## Commands")
+    w("")
+    w("```sh")
+    for cmd in COMMANDS:
+        w(cmd.replace(str(ROOT) + "/", ""))
+    w("```")
+    w("")
+    w("## Raw outputs")
+    for title, text in RAW:
+        w("")
+        w(f"### {title}")
+        w("")
+        w("```text")
+        w(text.rstrip())
+        w("```")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
