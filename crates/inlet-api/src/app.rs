@@ -233,7 +233,15 @@ impl Application {
         if let Some(a) = admin {
             let _ = a.await;
         }
-        tracing::info!("shutdown complete");
+        // The lifetime totals, read after the last request finished: the
+        // one count of what this instance accepted that no scrape can miss.
+        let items = |kind: &str| state.metrics.items.with_label_values(&[kind]).get();
+        tracing::info!(
+            accepted_transactions = items("transaction"),
+            accepted_metrics = items("metric"),
+            accepted_errors = items("error"),
+            "shutdown complete"
+        );
         result
     }
 }

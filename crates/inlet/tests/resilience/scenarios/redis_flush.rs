@@ -56,7 +56,9 @@ async fn s3_redis_flushed_and_restarted() {
     let window = scale::secs(10.0, 4.0);
     let mut redis = blocking(RedisServer::start);
     // A 1 s positive cache TTL so the cache cannot hide the stores; the
-    // sync checks its marker every 500 ms.
+    // sync checks its marker every 3 s, so a flushed Redis stays empty for
+    // longer than cached decisions live (a faster check can reload Redis
+    // before any decision needs a store, and MongoDB is never asked).
     let stack = Stack::new(
         Services {
             redis: Some(redis.url()),
@@ -64,7 +66,7 @@ async fn s3_redis_flushed_and_restarted() {
         },
         &[
             ("INLET__AUTH__POSITIVE_TTL_S", "1"),
-            ("INLET__SYNC__MARKER_CHECK_MS", "500"),
+            ("INLET__SYNC__MARKER_CHECK_MS", "3000"),
         ],
     )
     .await;

@@ -21,9 +21,11 @@ fn items(m: &crate::metrics::Scrape) -> u64 {
     m.sum("inlet_api_batch_items_total", &[("kind", "transaction")]) as u64
 }
 
-/// Follows an instance that was sent SIGTERM until it exits, reading its
-/// admin `/metrics` (which stays up until in-flight requests have drained)
-/// as late as possible. Returns the last count read and the exit status.
+/// Follows an instance that was sent SIGTERM until it exits. Returns its
+/// lifetime count of accepted transaction items and its exit status. The
+/// count is the one the API logs with "shutdown complete" (read after its
+/// last request finished); when that line is missing (a crash), the last
+/// admin `/metrics` read stands in, which can miss the final requests.
 pub async fn drain_counting(
     stack: &Stack,
     p: &mut Proc,
@@ -32,7 +34,7 @@ pub async fn drain_counting(
     let mut last = None;
     loop {
         if let Some(status) = p.exited() {
-            return (last, status);
+            return (final_count(p).or(last), status);
         }
         if let Some(m) = stack.metrics(p).await {
             last = Some(items(&m));
@@ -45,6 +47,40 @@ pub async fn drain_counting(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `accepted_transactions` of the API's "shutdown complete" log line.
+fn final_count(p: &Proc) -> Option<u64> {
+    const FIELD: &str = "accepted_transactions";
+    let tail = strip_ansi(&p.log_tail(20));
+    if !tail.contains("shutdown complete") {
+        return None;
+    }
+    let rest = &tail[tail.rfind(FIELD)? + FIELD.len()..];
+    let start = rest.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = rest[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Removes ANSI escape sequences (`ESC [ … letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
