@@ -13,11 +13,11 @@ mod worker_kill;
 
 use std::time::Duration;
 
-use inlet_testkit::LoadBalancer;
+use inlet_testkit::{LoadBalancer, free_port};
 
-use crate::agents::{AgentSpec, Fleet, Totals};
+use crate::agents::{AgentSpec, Fleet, FleetOptions, Totals};
 use crate::report::Figure;
-use crate::stack::Stack;
+use crate::stack::{Proc, READY_TIMEOUT, Stack};
 
 /// Per-account rate limit of agent accounts: high enough that a fleet
 /// draining a backlog after an outage is not throttled (429s are not what
@@ -33,6 +33,58 @@ pub async fn agent_specs(stack: &Stack, prefix: &str, n: usize) -> Vec<AgentSpec
         .zip(keys)
         .map(|(account, key)| AgentSpec { account, key })
         .collect()
+}
+
+/// One API instance with its worker (and optionally a following sync),
+/// all ready, and a fleet of agents pushing through a recording load
+/// balancer in front of the API.
+pub struct SingleApi {
+    /// `inlet sync`, when asked for.
+    pub sync: Option<Proc>,
+    /// `inlet worker`.
+    pub worker: Proc,
+    /// `inlet api`.
+    pub api: Proc,
+    /// The balancer the agents go through.
+    pub lb: LoadBalancer,
+    /// The agents.
+    pub fleet: Fleet,
+}
+
+/// Starts [`SingleApi`]: sync (if `with_sync`), worker and API, each ready
+/// before the next starts, then the agents of `specs`.
+pub async fn start_single_api(
+    stack: &Stack,
+    specs: &[AgentSpec],
+    opts: FleetOptions,
+    with_sync: bool,
+) -> SingleApi {
+    let sync = if with_sync {
+        let mut sync = stack.sync("sync", &[]);
+        stack.wait_ready(&mut sync, READY_TIMEOUT).await;
+        Some(sync)
+    } else {
+        None
+    };
+    let mut worker = stack.worker("worker", &[]);
+    stack.wait_ready(&mut worker, READY_TIMEOUT).await;
+    let mut api = stack.api("api", free_port(), &[]);
+    stack.wait_ready(&mut api, READY_TIMEOUT).await;
+    let lb = LoadBalancer::passthrough(api.addr()).await;
+    let fleet = Fleet::start(
+        specs,
+        &FleetOptions {
+            endpoint: lb.url(),
+            ..opts
+        },
+    );
+    SingleApi {
+        sync,
+        worker,
+        api,
+        lb,
+        fleet,
+    }
 }
 
 /// How a run is reconciled.

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use inlet_testkit::{LoadBalancer, SecantusServer, SecantusStorage, free_port, wait_for};
+use inlet_testkit::{SecantusServer, SecantusStorage, wait_for};
 
-use super::{Reconcile, agent_specs, reconcile};
-use crate::agents::{Fleet, FleetOptions};
+use super::{Reconcile, SingleApi, agent_specs, reconcile, start_single_api};
+use crate::agents::FleetOptions;
 use crate::report::{Figure, secs};
 use crate::scale;
 use crate::stack::{READY_TIMEOUT, Services, Stack, blocking};
@@ -43,21 +43,14 @@ async fn s5_mongodb_down() {
         down.as_secs_f64()
     );
 
-    let mut sync = stack.sync("sync", &[]);
-    stack.wait_ready(&mut sync, READY_TIMEOUT).await;
-    let mut worker = stack.worker("worker", &[]);
-    stack.wait_ready(&mut worker, READY_TIMEOUT).await;
-    let port = free_port();
-    let mut api = stack.api("api", port, &[]);
-    stack.wait_ready(&mut api, READY_TIMEOUT).await;
-    let lb = LoadBalancer::passthrough(api.addr()).await;
-    let mut fleet = Fleet::start(
-        &specs,
-        &FleetOptions {
-            endpoint: lb.url(),
-            ..opts
-        },
-    );
+    let SingleApi {
+        sync,
+        mut worker,
+        api,
+        lb,
+        mut fleet,
+    } = start_single_api(&stack, &specs, opts, true).await;
+    let sync = sync.expect("started with a sync");
     tokio::time::sleep(warmup).await;
 
     let killed = Instant::now();
