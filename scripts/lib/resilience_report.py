@@ -54,7 +54,12 @@ def main() -> int:
                 line = line.strip()
                 if line:
                     figures.append(json.loads(line))
-    figures.sort(key=lambda f: (len(f["id"].rstrip("abcdefgh")), f["id"]))
+    # A scenario run again (e.g. `scripts/resilience s4_` after a fix)
+    # replaces its earlier figure.
+    by_id = {}
+    for f in figures:
+        by_id[f["id"]] = f
+    figures = sorted(by_id.values(), key=lambda f: (len(f["id"].rstrip("abcdefgh")), f["id"]))
     scales = sorted({f["scale"] for f in figures})
 
     lines = [

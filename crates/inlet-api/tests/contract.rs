@@ -23,11 +23,38 @@ async fn problem(resp: reqwest::Response) -> (u16, Option<String>, Value) {
     (status, retry_after, body)
 }
 
+/// Status, `code`, and the agent directive every row of the contract
+/// promises: drop classes are not retryable and carry no wait; 401/403
+/// keep the data (retryable) and say when to probe; 429/503 carry
+/// `Retry-After`, equal to `retry_after_s`.
 fn assert_rejection(p: &(u16, Option<String>, Value), status: u16, code: &str) {
-    assert_eq!(p.0, status, "{:?}", p.2);
-    assert_eq!(p.2["code"], code, "{:?}", p.2);
-    assert!(p.2["message"].as_str().is_some_and(|m| !m.is_empty()));
-    assert!(p.2["request_id"].as_str().is_some());
+    let (got, retry_after, body) = p;
+    assert_eq!(*got, status, "{body:?}");
+    assert_eq!(body["code"], code, "{body:?}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(body["request_id"].as_str().is_some());
+    match status {
+        429 | 503 => {
+            assert_eq!(body["retryable"], true, "{body:?}");
+            let after: u64 = retry_after
+                .as_deref()
+                .expect("Retry-After on 429/503")
+                .parse()
+                .unwrap();
+            assert!(after >= 1);
+            assert_eq!(body["retry_after_s"], after, "{body:?}");
+        }
+        401 | 403 => {
+            assert_eq!(body["retryable"], true, "{body:?}");
+            assert!(body["probe_after_s"].as_u64().is_some(), "{body:?}");
+            assert!(retry_after.is_none(), "no Retry-After on {status}");
+        }
+        _ => {
+            assert_eq!(body["retryable"], false, "{body:?}");
+            assert!(body.get("retry_after_s").is_none_or(Value::is_null));
+            assert!(retry_after.is_none(), "no Retry-After on {status}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -371,5 +398,89 @@ async fn auth_undecidable_is_503_never_401() {
         app.get("/health/ready").await.status() == 503
     })
     .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn publisher_backpressure_is_503_with_retry_after() {
+    // One confirm in flight at a time: concurrent pushes beyond it are
+    // answered at once instead of queueing.
+    let app = spawn_app_with(Options {
+        max_in_flight: Some(1),
+        ..Options::default()
+    })
+    .await;
+    app.wait_ready().await;
+    let key = app.key.expose_secret().to_owned();
+    let body = batch_json(None);
+    let sends = (0..200).map(|_| async { app.push_json(Some(&key), &body).await });
+    let answers = futures::future::join_all(sends).await;
+    let mut accepted = 0;
+    let mut backpressure = 0;
+    for resp in answers {
+        if resp.status() == 202 {
+            accepted += 1;
+            continue;
+        }
+        let p = problem(resp).await;
+        assert_rejection(&p, 503, "queue_backpressure");
+        assert_eq!(p.2["retryable"], true);
+        let after: u32 = p.1.clone().expect("Retry-After").parse().unwrap();
+        assert_eq!(p.2["retry_after_s"], after);
+        backpressure += 1;
+    }
+    assert!(accepted > 0, "some pushes get through");
+    assert!(
+        backpressure > 0,
+        "200 concurrent pushes, 1 in flight: none refused"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_push_arriving_while_draining_is_503_shutting_down() {
+    let mut app = spawn_app_with(Options {
+        api: inlet_api::ApiSettings {
+            shutdown_delay_ms: 200,
+            keep_alive_s: 30,
+            ..Options::default().api
+        },
+        ..Options::default()
+    })
+    .await;
+    app.wait_ready().await;
+    // One kept-alive connection, opened before the shutdown: the listener
+    // closing does not close it, so a request on it reaches the handler
+    // while the instance drains.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/push", app.base);
+    let key = app.key.expose_secret().to_owned();
+    let push = || {
+        client
+            .post(&url)
+            .bearer_auth(&key)
+            .json(&batch_json(None))
+            .send()
+    };
+    assert_eq!(push().await.unwrap().status(), 202);
+    let _ = app.shutdown.take().unwrap().send(());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let p = loop {
+        let resp = push().await.expect("the kept-alive connection stays open");
+        if resp.status() != 202 {
+            break problem(resp).await;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never answered shutting_down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_rejection(&p, 503, "shutting_down");
+    assert_eq!(p.2["retryable"], true);
+    assert!(p.1.is_some(), "Retry-After on shutting_down");
     app.cleanup().await;
 }

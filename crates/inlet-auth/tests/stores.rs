@@ -453,11 +453,33 @@ async fn sync_loads_100k_keys_and_flips_the_marker_only_at_the_end() {
     // generation; it flips once, at the end.
     let sync = f.sync(FollowMode::Poll);
     let load = tokio::spawn(async move { sync.backfill().await });
+    let samples: Vec<ApiKey> = [0, keys / 3, keys / 2, 2 * keys / 3, keys - 1]
+        .iter()
+        .map(|i| ApiKey::parse_format(&format!("bulk-legacy-key-{i:012}")).unwrap())
+        .collect();
     let mut observed = Vec::new();
+    // Keys missing right after the marker moved: a flip before the load
+    // finished would show here.
+    let mut missing_at_flip = None;
     while !load.is_finished() {
-        observed.push(f.redis.marker().await.unwrap().unwrap().generation);
+        let g = f.redis.marker().await.unwrap().unwrap().generation;
+        observed.push(g);
+        if g != first.generation && missing_at_flip.is_none() {
+            let mut missing = 0;
+            for k in &samples {
+                if !matches!(f.redis.lookup_for_test(k).await, Lookup::Found(_)) {
+                    missing += 1;
+                }
+            }
+            missing_at_flip = Some(missing);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(
+        matches!(missing_at_flip, None | Some(0)),
+        "the marker moved before every key was written: {missing_at_flip:?} of {} samples missing",
+        samples.len()
+    );
     let second = load.await.unwrap().unwrap();
     // The marker shows the first generation, then (once) the second:
     // never anything in between, never back.

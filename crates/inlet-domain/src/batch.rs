@@ -1072,6 +1072,31 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_numbers_are_refused_in_hand_built_batches() {
+        // JSON cannot carry NaN or infinities, but a batch built in code
+        // (the client library, a reusing service) can.
+        let mut wire: WireBatch = serde_json::from_value(valid()).unwrap();
+        wire.transactions[0].duration_ms = f64::NAN;
+        wire.metrics[0].value = f64::INFINITY;
+        let err = Batch::from_wire(wire, &BatchLimits::default(), NOW).unwrap_err();
+        let BatchError::Invalid { violations, .. } = err else {
+            panic!("{err:?}")
+        };
+        let got: Vec<_> = violations
+            .iter()
+            .map(|v| (v.path.as_str(), v.rule))
+            .collect();
+        assert!(
+            got.contains(&("transactions[0].duration_ms", Rule::NotFinite)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("metrics[0].value", Rule::NotFinite)),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn list_limits() {
         let limits = BatchLimits {
             max_transactions: 2,

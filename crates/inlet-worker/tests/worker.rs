@@ -286,7 +286,11 @@ async fn mongodb_stopped_while_messages_arrive_loses_nothing() {
     let processor = h.processor();
     let metrics = processor.metrics().clone();
     let mut mongo_up = processor.watch_mongo();
-    let running = tokio::spawn(h.pipeline(processor, &cancel).run());
+    let queue_metrics = inlet_queue::QueueMetrics::unregistered().unwrap();
+    let running = tokio::spawn(
+        h.pipeline_with(processor, &cancel, queue_metrics.clone())
+            .run(),
+    );
 
     h.publish_json(&tx_batch("before", "A", 10, 1.0, start))
         .await;
@@ -309,6 +313,16 @@ async fn mongodb_stopped_while_messages_arrive_loses_nothing() {
     })
     .await;
     assert_eq!(metrics.paused.get(), 1);
+    // Paused means no hot loop: nothing handed back to the broker, and no
+    // new deliveries beyond what it already holds.
+    let deliveries = queue_metrics.consumer_deliveries_total.get();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        queue_metrics.consumer_deliveries_total.get(),
+        deliveries,
+        "deliveries while paused"
+    );
+    assert_eq!(queue_metrics.consumer_requeues_total.get(), 0);
     server.restart();
     wait_until(
         Duration::from_secs(60),

@@ -32,6 +32,8 @@ pub struct Options {
     pub redis_via_proxy: bool,
     pub mongo_via_proxy: bool,
     pub amqp_via_proxy: bool,
+    /// The publisher's in-flight bound (`queue.max_in_flight`).
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             redis_via_proxy: false,
             mongo_via_proxy: false,
             amqp_via_proxy: false,
+            max_in_flight: None,
         }
     }
 }
@@ -142,6 +145,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         connection_name: amqp.prefix.clone(),
         confirm_timeout_ms: 2_000,
         connect_timeout_ms: 2_000,
+        max_in_flight: opts
+            .max_in_flight
+            .unwrap_or(QueueSettings::default().max_in_flight),
         ..QueueSettings::default()
     };
 

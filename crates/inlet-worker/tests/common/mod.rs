@@ -107,9 +107,19 @@ impl Harness {
     }
 
     pub fn pipeline(&self, processor: Processor, cancel: &CancellationToken) -> Pipeline {
+        self.pipeline_with(processor, cancel, QueueMetrics::unregistered().unwrap())
+    }
+
+    /// A pipeline whose consumer metrics the test can read.
+    pub fn pipeline_with(
+        &self,
+        processor: Processor,
+        cancel: &CancellationToken,
+        queue_metrics: QueueMetrics,
+    ) -> Pipeline {
         Pipeline::start(
             self.queue.clone(),
-            QueueMetrics::unregistered().unwrap(),
+            queue_metrics,
             processor,
             self.settings.clone(),
             cancel.clone(),

@@ -81,11 +81,25 @@ async fn s4_rabbitmq_restarted() {
         .iter()
         .filter(|s| s.at >= stopping && s.at < ready && s.status == 503)
         .count();
-    let outage_202 = lb
+    // `stopped` is when `rabbitmqctl stop` returned: the node is gone, so
+    // every confirm was sent before it. A 202 for such a confirm can still
+    // pass the balancer a little later (it timestamps a response when its
+    // head goes through, and the machine is saturated by the load): those
+    // within LATE_SLACK are counted but are not a violation. A 202 later
+    // than that, while the broker is down, would be one.
+    const LATE_SLACK: Duration = Duration::from_millis(500);
+    let late_202: Vec<Duration> = lb
         .timeline()
         .iter()
         .filter(|s| s.at >= stopped && s.at < up && s.status == 202)
-        .count();
+        .map(|s| s.at - stopped)
+        .collect();
+    let outage_202 = late_202.iter().filter(|d| **d >= LATE_SLACK).count();
+    fig.note("202s_passing_the_balancer_after_the_stop", late_202.len());
+    fig.note(
+        "latest_of_those_after_the_stop_s",
+        late_202.iter().max().map(|d| secs(*d)),
+    );
     fig.note("stop_s", secs(stopped - stopping));
     fig.note(
         "stop_to_not_ready_s",
@@ -118,7 +132,10 @@ async fn s4_rabbitmq_restarted() {
     fig.check(
         "no 202 while the broker was down (202 means confirmed)",
         outage_202 == 0,
-        format!("{outage_202} 202s between the stop and the restart"),
+        format!(
+            "{outage_202} 202s later than {LATE_SLACK:?} after the stop and before the restart ({} in all after the stop)",
+            late_202.len()
+        ),
     );
     fig.check(
         "the publisher reconnected: readiness back, every agent accepted again",
