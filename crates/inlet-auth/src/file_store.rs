@@ -345,6 +345,14 @@ state = "revoked"
     }
 
     #[test]
+    fn the_shipped_example_file_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/keys.example.toml");
+        let store = StaticFileStore::load(&path).expect("config/keys.example.toml loads");
+        assert!(store.last_error().is_none());
+    }
+
+    #[test]
     fn json_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
@@ -420,5 +428,39 @@ state = "revoked"
             !store.reload_if_changed().unwrap(),
             "unchanged file is not re-read"
         );
+    }
+
+    #[tokio::test]
+    async fn the_reloader_picks_up_a_changed_file_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = issued();
+        let good =
+            format!("[[accounts]]\nid = \"a\"\n[[keys]]\naccount = \"a\"\nkey = \"{key}\"\n");
+        let path = write(dir.path(), "keys.toml", &good);
+        let store = StaticFileStore::load(&path).unwrap();
+        let cancel = CancellationToken::new();
+        let reloader = tokio::spawn(
+            store
+                .clone()
+                .run_reloader(Duration::from_millis(20), cancel.clone()),
+        );
+        let digest = KeyDigest::of_secret(&key);
+        // A different length, so the change shows even within one mtime tick.
+        std::fs::write(&path, format!("{good}state = \"revoked\"\n")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Lookup::Found(r) = store.lookup(&digest).await.unwrap()
+                && r.key_state == KeyState::Revoked
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reloader never picked up the change"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+        reloader.await.unwrap();
     }
 }

@@ -62,14 +62,7 @@ pub fn validate_filter(filter: &str) -> Result<(), String> {
 /// Installs the global subscriber, writing to stderr. `RUST_LOG`, when set,
 /// overrides `settings.filter`.
 pub fn init(settings: &LogSettings) -> Result<(), LogInitError> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => settings.filter.clone(),
-    };
-    let env_filter = EnvFilter::try_new(&filter).map_err(|source| LogInitError::Filter {
-        filter: filter.clone(),
-        source,
-    })?;
+    let env_filter = filter(settings, std::env::var("RUST_LOG").ok())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr)
@@ -86,6 +79,19 @@ pub fn init(settings: &LogSettings) -> Result<(), LogInitError> {
     result.map_err(|_| LogInitError::AlreadySet)
 }
 
+/// The filter in force: `RUST_LOG` when set and not blank, else
+/// `log.filter`.
+fn filter(settings: &LogSettings, rust_log: Option<String>) -> Result<EnvFilter, LogInitError> {
+    let filter = match rust_log {
+        Some(v) if !v.trim().is_empty() => v,
+        _ => settings.filter.clone(),
+    };
+    EnvFilter::try_new(&filter).map_err(|source| LogInitError::Filter {
+        filter: filter.clone(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,9 +102,22 @@ mod tests {
             format: LogFormat::Pretty,
             filter: "info,[[[".into(),
         };
-        // RUST_LOG may be set in the test environment; only check when not.
-        if std::env::var("RUST_LOG").is_err() {
-            assert!(matches!(init(&s), Err(LogInitError::Filter { .. })));
+        assert!(matches!(filter(&s, None), Err(LogInitError::Filter { .. })));
+        // A blank RUST_LOG does not hide the configured filter.
+        assert!(matches!(
+            filter(&s, Some("  ".into())),
+            Err(LogInitError::Filter { .. })
+        ));
+        // A bad RUST_LOG is reported too, naming what was given.
+        let good = LogSettings {
+            format: LogFormat::Pretty,
+            filter: "info".into(),
+        };
+        match filter(&good, Some("warn,[[[".into())) {
+            Err(LogInitError::Filter { filter, .. }) => assert_eq!(filter, "warn,[[["),
+            other => panic!("{other:?}"),
         }
+        // RUST_LOG wins over the configured filter when set.
+        assert!(filter(&s, Some("debug".into())).is_ok());
     }
 }

@@ -31,10 +31,15 @@ async fn ten_thousand_transactions_in_100_messages_sum_exactly() {
     let metrics = processor.metrics().clone();
     let pipeline = h.pipeline(processor, &cancel);
     let running = tokio::spawn(pipeline.run());
+    // The data is visible the moment its transaction commits; the
+    // counters move a moment later, when the batch is settled.
     wait_until(
         Duration::from_secs(60),
-        "10,000 transactions stored",
-        || async { h.tx_total().await >= 10_000 },
+        "10,000 transactions stored and 100 messages settled",
+        || async {
+            h.tx_total().await >= 10_000
+                && metrics.messages.with_label_values(&["processed"]).get() >= 100
+        },
     )
     .await;
     assert_eq!(h.tx_total().await, 10_000);
