@@ -6,6 +6,7 @@ running (INLET_TEST_*_URL exported). Everything is measured in the same
 run, so the ratios are the headline; absolute numbers vary by machine.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -41,9 +42,18 @@ def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
+FAILURES = []  # (what, error) of sections that failed; reported, not fatal
+
+
 def sh(cmd, **kw):
     COMMANDS.append(" ".join(str(c) for c in cmd))
-    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
+    env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, **kw)
+    if r.returncode != 0:
+        err = r.stderr.strip()
+        # The error line comes first; a backtrace may follow.
+        raise RuntimeError(f"{' '.join(str(c) for c in cmd)} exited {r.returncode}: {err[:1500]}")
+    return r
 
 
 def free_port():
@@ -114,7 +124,25 @@ def broker_pids():
     return [int(p) for p in out.split()]
 
 
+def settle_broker(max_wait=90.0):
+    """Waits until RabbitMQ is idle (under 5% of a core over a second).
+    Deleting the previous run's queue or vhost (hundreds of thousands of
+    persisted messages) keeps the broker busy for a while afterwards; a
+    measurement started then would be charged for it."""
+    brokers = broker_pids()
+    if not brokers:
+        return
+    deadline = time.time() + max_wait
+    while time.time() < deadline:
+        before = sum(proc_cpu_seconds(b) for b in brokers)
+        time.sleep(1.0)
+        if sum(proc_cpu_seconds(b) for b in brokers) - before < 0.05:
+            return
+    log("RabbitMQ did not go idle; measuring anyway")
+
+
 def measured_wrk(pid, url, lua, title):
+    settle_broker()
     # Warm up (connections, caches, JIT-free but page faults), then measure.
     subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", "-d3s", "-s", lua, url], capture_output=True)
     brokers = broker_pids()
@@ -156,6 +184,36 @@ end
 """
     )
     return str(lua)
+
+
+@contextlib.contextmanager
+def fresh_mongo():
+    """A private in-memory SecantusDB for one measurement (the shared URL
+    when INLET_SECANTUS_BIN is not set, i.e. a real MongoDB is in use)."""
+    binary = os.environ.get("INLET_SECANTUS_BIN")
+    if not binary:
+        yield MONGO
+        return
+    port = free_port()
+    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:",
+                             "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"SecantusDB did not open port {port}")
+        yield f"mongodb://127.0.0.1:{port}/?retryWrites=false"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 class Stack:
@@ -219,6 +277,7 @@ def push_path(body_path):
     bare.wait()
 
     log("push path: bare lapin publish")
+    settle_broker()
     size = Path(body_path).stat().st_size
     b = json.loads(sh([REL / "bare-publish", "--url", AMQP, "--body-bytes", size, "--messages", 30000]).stdout)
     RAW.append(("(b) bare lapin confirmed publish", json.dumps(b, indent=2)))
@@ -273,7 +332,16 @@ def main():
     syncs = []
     for n in SYNC_SIZES:
         log(f"sync backfill of {n} keys")
-        s = json.loads(sh([REL / "sync-backfill", "--mongo", MONGO, "--redis", REDIS, "--keys", n]).stdout)
+        try:
+            # Each size on a fresh in-memory SecantusDB: after the other
+            # sections, the shared one (a Python process) has been seen to
+            # drop the connection during a 1M-key insert.
+            with fresh_mongo() as mongo:
+                s = json.loads(sh([REL / "sync-backfill", "--mongo", mongo, "--redis", REDIS, "--keys", n]).stdout)
+        except RuntimeError as e:
+            log(f"sync backfill of {n} keys FAILED: {e}")
+            FAILURES.append((f"sync backfill of {n} keys", str(e)))
+            continue
         RAW.append((f"sync backfill {n}", json.dumps(s, indent=2)))
         syncs.append(s)
 
@@ -282,7 +350,12 @@ def main():
     for pkg, bench in [("inlet-domain", "domain"), ("inlet-auth", "decide"), ("inlet-queue", "publish")]:
         cmd = ["cargo", "bench", "--locked", "-p", pkg, "--bench", bench, "--", "--noplot"]
         COMMANDS.append(" ".join(cmd))
-        text = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"criterion {pkg}/{bench} FAILED")
+            FAILURES.append((f"criterion {pkg}/{bench}", r.stderr.strip()[-2000:]))
+            continue
+        text = r.stdout
         RAW.append((f"criterion {pkg}/{bench}", text))
         for m in re.finditer(r"^(\S[^\n]*?)\s*\n?\s+time:\s+\[\S+ \S+ (\S+ \S+) \S+ \S+\]", text, re.M):
             crit[m.group(1).strip()] = m.group(2)
@@ -448,6 +521,16 @@ def write_report(path, a, b, c, designs, through_push, worker, syncs, crit, body
     for k, v in crit.items():
         w(f"| {k} | {v} |")
     w("")
+    if FAILURES:
+        w("## Failures in this run")
+        w("")
+        for what, err in FAILURES:
+            w(f"- **{what}** failed:")
+            w("")
+            w("```text")
+            w(err)
+            w("```")
+        w("")
     w("## Commands")
     w("")
     w("```sh")

@@ -151,6 +151,36 @@ async fn a_crash_between_write_and_ack_does_not_double_count() {
 }
 
 #[tokio::test]
+async fn at_least_once_mode_counts_each_message_once_and_skips_applied_ones() {
+    // `worker.exactly_once = false` (a standalone MongoDB without
+    // transactions): effect, then markers. A redelivery after the markers
+    // is still recognised; only a crash between the two can double count.
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    for i in 0..10 {
+        h.publish_json(&tx_batch(&format!("alo{i}"), "Jobs#run", 10, 2.0, start))
+            .await;
+    }
+    let cancel = CancellationToken::new();
+    let mut pipeline = h.pipeline(h.processor_with(h.db.clone(), false), &cancel);
+    for _ in 0..10 {
+        let outcome = pipeline.process_one(Duration::from_secs(10)).await;
+        assert_eq!(outcome, Outcome::Processed { items: 10 });
+    }
+    assert_eq!(h.tx_total().await, 100);
+    // The same batch again (an agent retry after a lost answer).
+    h.publish_json(&tx_batch("alo3", "Jobs#run", 10, 2.0, start))
+        .await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(h.tx_total().await, 100);
+    cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
 async fn poison_goes_to_the_dead_letter_queue_and_valid_messages_pass() {
     let h = Harness::new().await;
     let start = test_minute_start();

@@ -97,8 +97,13 @@ impl Harness {
     }
 
     pub fn processor_on(&self, db: Database) -> Processor {
+        self.processor_with(db, true)
+    }
+
+    /// A processor with the given `exactly_once` mode.
+    pub fn processor_with(&self, db: Database, exactly_once: bool) -> Processor {
         Processor::new(
-            AggregateStore::new(db.clone(), true),
+            AggregateStore::new(db.clone(), exactly_once),
             MongoStore::new(db),
             BatchLimits::default(),
             self.settings.clone(),
