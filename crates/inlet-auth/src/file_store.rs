@@ -295,6 +295,17 @@ mod tests {
             .to_owned()
     }
 
+    /// A directory holding `keys.toml` with one account and one issued
+    /// key: (the directory, the key, the file's text).
+    fn one_key_file() -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = issued();
+        let good =
+            format!("[[accounts]]\nid = \"a\"\n[[keys]]\naccount = \"a\"\nkey = \"{key}\"\n");
+        write(dir.path(), "keys.toml", &good);
+        (dir, key, good)
+    }
+
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -400,11 +411,8 @@ state = "revoked"
 
     #[tokio::test]
     async fn reload_keeps_last_good_set_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = issued();
-        let good =
-            format!("[[accounts]]\nid = \"a\"\n[[keys]]\naccount = \"a\"\nkey = \"{key}\"\n");
-        let path = write(dir.path(), "keys.toml", &good);
+        let (dir, key, good) = one_key_file();
+        let path = dir.path().join("keys.toml");
         let store = StaticFileStore::load(&path).unwrap();
         let digest = KeyDigest::of_secret(&key);
 
@@ -432,11 +440,8 @@ state = "revoked"
 
     #[tokio::test]
     async fn the_reloader_picks_up_a_changed_file_by_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = issued();
-        let good =
-            format!("[[accounts]]\nid = \"a\"\n[[keys]]\naccount = \"a\"\nkey = \"{key}\"\n");
-        let path = write(dir.path(), "keys.toml", &good);
+        let (dir, key, good) = one_key_file();
+        let path = dir.path().join("keys.toml");
         let store = StaticFileStore::load(&path).unwrap();
         let cancel = CancellationToken::new();
         let reloader = tokio::spawn(
