@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, Service as _, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, web};
 use inlet_auth::Authenticator;
@@ -17,7 +18,7 @@ use inlet_obs::{AdminServer, Health, MetricsRegistry};
 use inlet_queue::Publisher;
 
 use crate::error::ApiError;
-use crate::metrics::ApiMetrics;
+use crate::metrics::{ApiMetrics, PUSH_ROUTE};
 use crate::push::push;
 use crate::ratelimit::RateLimiter;
 use crate::settings::ApiSettings;
@@ -159,8 +160,8 @@ impl Application {
                         Ok(res)
                     }
                 })
-                .route("/v1/push", web::post().to(push))
-                .route("/v1/push", web::route().to(only_post))
+                .route(PUSH_ROUTE, web::post().to(push))
+                .route(PUSH_ROUTE, web::route().to(only_post))
                 .route("/health/live", web::get().to(live))
                 .route("/health/live", web::route().to(only_get))
                 .route("/health/ready", web::get().to(ready))
@@ -247,10 +248,6 @@ impl Application {
 }
 
 fn record(state: &AppState, res: &ServiceResponse<impl MessageBody>, started: Instant, rid: &str) {
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "other".to_owned());
     let status = res.status();
     let code = res
         .response()
@@ -258,6 +255,16 @@ fn record(state: &AppState, res: &ServiceResponse<impl MessageBody>, started: In
         .get::<ResponseCode>()
         .map_or(if status.is_success() { "ok" } else { "other" }, |c| c.0);
     let m = &state.metrics;
+    if code == "accepted" && status == StatusCode::ACCEPTED {
+        // Only the push handler answers `accepted`: the hot series.
+        m.hot.push_accepted.inc();
+        m.hot.push_duration.observe(started.elapsed().as_secs_f64());
+        return;
+    }
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "other".to_owned());
     m.requests
         .with_label_values(&[route.as_str(), status.as_str(), code])
         .inc();

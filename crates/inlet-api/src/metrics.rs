@@ -1,7 +1,8 @@
 //! Prometheus metrics of the push API.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Metrics of the HTTP layer. Cheap to clone.
@@ -30,7 +31,32 @@ pub struct ApiMetrics {
     /// `inlet_api_rate_limited_total`: pushes refused by the per-key rate
     /// limit.
     pub rate_limited: prometheus::IntCounter,
+    /// The series every accepted push touches, resolved once (a label
+    /// lookup hashes the labels and takes a lock).
+    pub hot: HotSeries,
 }
+
+/// Pre-resolved children of the vectors above, for the accepted-push path.
+#[derive(Clone, Debug)]
+pub struct HotSeries {
+    /// `inlet_api_requests_total{route="/v1/push",status="202",code="accepted"}`.
+    pub push_accepted: IntCounter,
+    /// `inlet_api_request_duration_seconds{route="/v1/push"}`.
+    pub push_duration: Histogram,
+    /// `inlet_api_request_body_bytes{stage="received"}`.
+    pub body_received: Histogram,
+    /// `inlet_api_request_body_bytes{stage="decoded"}`.
+    pub body_decoded: Histogram,
+    /// `inlet_api_batch_items_total{kind="transaction"}`.
+    pub transactions: IntCounter,
+    /// `inlet_api_batch_items_total{kind="metric"}`.
+    pub metrics: IntCounter,
+    /// `inlet_api_batch_items_total{kind="error"}`.
+    pub errors: IntCounter,
+}
+
+/// The push route's pattern, as `match_pattern` reports it.
+pub const PUSH_ROUTE: &str = "/v1/push";
 
 impl ApiMetrics {
     /// Creates and registers the metrics.
@@ -59,37 +85,51 @@ impl ApiMetrics {
 
     /// Creates the metrics without registering them.
     pub fn unregistered() -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "inlet_api_requests_total",
+                "Answered HTTP requests by route, status and code.",
+            ),
+            &["route", "status", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "inlet_api_request_duration_seconds",
+                "HTTP request duration.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )?;
+        let body_bytes = HistogramVec::new(
+            HistogramOpts::new(
+                "inlet_api_request_body_bytes",
+                "Push body size, as received and decoded.",
+            )
+            .buckets(prometheus::exponential_buckets(256.0, 4.0, 9)?),
+            &["stage"],
+        )?;
+        let items = IntCounterVec::new(
+            Opts::new("inlet_api_batch_items_total", "Accepted samples by kind."),
+            &["kind"],
+        )?;
+        let hot = HotSeries {
+            push_accepted: requests.with_label_values(&[PUSH_ROUTE, "202", "accepted"]),
+            push_duration: duration.with_label_values(&[PUSH_ROUTE]),
+            body_received: body_bytes.with_label_values(&["received"]),
+            body_decoded: body_bytes.with_label_values(&["decoded"]),
+            transactions: items.with_label_values(&["transaction"]),
+            metrics: items.with_label_values(&["metric"]),
+            errors: items.with_label_values(&["error"]),
+        };
         Ok(ApiMetrics {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "inlet_api_requests_total",
-                    "Answered HTTP requests by route, status and code.",
-                ),
-                &["route", "status", "code"],
-            )?,
-            duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "inlet_api_request_duration_seconds",
-                    "HTTP request duration.",
-                )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ]),
-                &["route"],
-            )?,
-            body_bytes: HistogramVec::new(
-                HistogramOpts::new(
-                    "inlet_api_request_body_bytes",
-                    "Push body size, as received and decoded.",
-                )
-                .buckets(prometheus::exponential_buckets(256.0, 4.0, 9)?),
-                &["stage"],
-            )?,
-            items: IntCounterVec::new(
-                Opts::new("inlet_api_batch_items_total", "Accepted samples by kind."),
-                &["kind"],
-            )?,
+            requests,
+            duration,
+            body_bytes,
+            items,
+            hot,
             in_flight: IntGauge::new("inlet_api_in_flight_requests", "Requests being handled.")?,
             dependency_ready: IntGaugeVec::new(
                 Opts::new(

@@ -159,20 +159,12 @@ async fn handle(
         body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
-    state
-        .metrics
-        .body_bytes
-        .with_label_values(&["received"])
-        .observe(body.len() as f64);
+    state.metrics.hot.body_received.observe(body.len() as f64);
 
     // 5. Decode within the decompressed limit, and validate.
     let received_at_ms = now_ms();
     let decoded = encoding.decode(&body, state.settings.max_decoded_bytes)?;
-    state
-        .metrics
-        .body_bytes
-        .with_label_values(&["decoded"])
-        .observe(decoded.len() as f64);
+    state.metrics.hot.body_decoded.observe(decoded.len() as f64);
     let batch = Batch::decode(&decoded, &state.limits, received_at_ms).map_err(ApiError::Batch)?;
     if let Some(allowed) = &grant.app
         && allowed != batch.app()
@@ -199,13 +191,10 @@ async fn handle(
         .publish(&envelope)
         .await
         .map_err(ApiError::Queue)?;
-    let m = &state.metrics.items;
-    m.with_label_values(&["transaction"])
-        .inc_by(batch.transactions().len() as u64);
-    m.with_label_values(&["metric"])
-        .inc_by(batch.metrics().len() as u64);
-    m.with_label_values(&["error"])
-        .inc_by(batch.errors().len() as u64);
+    let m = &state.metrics.hot;
+    m.transactions.inc_by(batch.transactions().len() as u64);
+    m.metrics.inc_by(batch.metrics().len() as u64);
+    m.errors.inc_by(batch.errors().len() as u64);
     if grant.mode == AuthMode::Provisional {
         tracing::info!(key_id = %grant.key_id, message_id = %envelope.message_id, "push accepted provisionally");
     }

@@ -74,7 +74,11 @@ pub struct QueueSettings {
     /// broker sheds load rather than growing memory. Default: 4096.
     pub max_in_flight: usize,
     /// AMQP channels in confirm mode per publisher connection; publishes go
-    /// round-robin over them. Default: 2.
+    /// round-robin over them. Default: 1: every channel shares the
+    /// connection's one socket and I/O loop anyway, and on one channel the
+    /// broker's multiple-acks cover more publishes at once (measured in
+    /// docs/benchmarks.md: one channel did 5-10% more pushes per second
+    /// than two).
     pub publisher_channels: usize,
     /// First reconnect delay after a lost or failed connection,
     /// milliseconds. Default: 100.
@@ -115,7 +119,7 @@ impl Default for QueueSettings {
             connect_timeout_ms: 5000,
             confirm_timeout_ms: 5000,
             max_in_flight: 4096,
-            publisher_channels: 2,
+            publisher_channels: 1,
             reconnect_initial_ms: 100,
             reconnect_max_ms: 2000,
             prefetch: 64,

@@ -425,14 +425,63 @@ async fn a_nack_is_an_error_not_a_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_closed_channel_is_replaced_without_reconnecting() {
+    let (_cleanup, m, publisher) = publisher_with_a_channel_closed_by_a_404(2).await;
+
+    // With a second channel, other publishes keep working at once, and
+    // keep working after the closed channel was replaced; the connection
+    // was never dropped.
+    for round in 0..2 {
+        for i in 0..20 {
+            publisher.publish(&envelope(i)).await.unwrap();
+        }
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(600)).await; // one watchdog period
+        }
+    }
+    assert_still_connected_and_close(&m, &publisher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_channel_closed_by_the_broker_is_replaced_at_once() {
+    let (_cleanup, m, publisher) = publisher_with_a_channel_closed_by_a_404(1).await;
+
+    // The supervisor replaces the channel on the broker's error event, not
+    // on the next watchdog tick: publishing works again well within one
+    // watchdog period (500 ms). Meanwhile a publish fails fast as
+    // `Unavailable` (a 503 for the API), never hangs, never a false Ok.
+    let started = Instant::now();
+    loop {
+        match publisher.publish(&envelope(0)).await {
+            Ok(_) => break,
+            Err(e) => assert!(matches!(e, PublishError::Unavailable { .. }), "{e:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "the channel was not replaced in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..20 {
+        publisher.publish(&envelope(i)).await.unwrap();
+    }
+    assert_still_connected_and_close(&m, &publisher).await;
+}
+
+/// A connected publisher with `channels` confirm channels, one of which
+/// the broker has just closed: a publish to a missing exchange (404).
+async fn publisher_with_a_channel_closed_by_a_404(
+    channels: usize,
+) -> (Cleanup, QueueMetrics, Publisher) {
     let t = TestAmqp::new();
-    let s = settings(&t);
-    let _cleanup = Cleanup::new(&s);
+    let s = QueueSettings {
+        publisher_channels: channels,
+        ..settings(&t)
+    };
+    let cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
+    let publisher = Publisher::start(s, m.clone()).unwrap();
     assert!(publisher.wait_connected(Duration::from_secs(10)).await);
 
-    // A missing exchange: the broker closes that channel (404).
     let missing = format!("{}.missing", t.prefix);
     let err = publisher
         .publish_raw(&missing, "k", b"x", BasicProperties::default())
@@ -448,18 +497,12 @@ async fn a_broker_closed_channel_is_replaced_without_reconnecting() {
         ),
         "{err:?}"
     );
+    (cleanup, m, publisher)
+}
 
-    // Other publishes keep working at once, and keep working after the
-    // closed channel was replaced; the connection was never dropped.
-    for round in 0..2 {
-        for i in 0..20 {
-            publisher.publish(&envelope(i)).await.unwrap();
-        }
-        if round == 0 {
-            tokio::time::sleep(Duration::from_millis(600)).await; // one watchdog period
-        }
-    }
-    assert_eq!(reconnects(&m, "publisher"), 0);
+/// The connection was never dropped.
+async fn assert_still_connected_and_close(m: &QueueMetrics, publisher: &Publisher) {
+    assert_eq!(reconnects(m, "publisher"), 0);
     assert_eq!(publisher.state(), ConnectionState::Connected);
     publisher.close().await;
 }

@@ -23,6 +23,10 @@ struct Args {
     messages: usize,
     #[arg(long, default_value_t = 256)]
     in_flight: usize,
+    /// Stop issuing publishes after this many seconds (or at `--messages`,
+    /// whichever comes first), so a run can last as long as a wrk run.
+    #[arg(long)]
+    seconds: Option<f64>,
 }
 
 #[tokio::main]
@@ -50,7 +54,13 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut pending = FuturesUnordered::new();
     let mut acked = 0usize;
+    let mut sent = 0usize;
+    let until = args.seconds.map(|s| started + Duration::from_secs_f64(s));
     for _ in 0..args.messages {
+        if until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+        sent += 1;
         if pending.len() >= args.in_flight
             && let Some(r) = pending.next().await
         {
@@ -88,7 +98,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "bench": "bare-publish", "body_bytes": args.body_bytes, "messages": args.messages,
+            "bench": "bare-publish", "body_bytes": args.body_bytes, "messages": sent,
+            "in_flight": args.in_flight,
             "acked": acked, "seconds": secs, "msgs_per_s": acked as f64 / secs,
         })
     );
