@@ -293,7 +293,12 @@ impl Supervisor {
         let metrics = &shared.metrics;
         let mut backoff = Backoff::new(settings);
         let mut connected_before = false;
-        let mut last_conn: Option<Connection> = None;
+        // The connection and channel of a graceful stop, kept open until
+        // the work already handed out is settled. The channel handle must
+        // live too: lapin closes a channel whose last handle is dropped
+        // while the connection is open, and the broker then requeues every
+        // delivery still unacked on it (their acks fail `NotSettled`).
+        let mut last_conn: Option<(Connection, Channel)> = None;
         loop {
             let attempt = tokio::select! {
                 biased;
@@ -318,7 +323,7 @@ impl Supervisor {
                     metrics.set_blocked(Role::Consumer, false);
                     match ended {
                         Ended::Stop => {
-                            last_conn = Some(conn);
+                            last_conn = Some((conn, channel));
                             break;
                         }
                         Ended::Lost(reason) => {
@@ -350,8 +355,10 @@ impl Supervisor {
         drop(tx);
         drop(shared);
         while holds.recv().await.is_some() {}
-        if let Some(conn) = last_conn {
+        if let Some((conn, channel)) = last_conn {
             close_quietly(&conn, "consumer stopped", SHUTDOWN_STEP).await;
+            // Dropped after the connection is closed: nothing left to close.
+            drop(channel);
         }
         if let Some(p) = publisher {
             p.close().await;

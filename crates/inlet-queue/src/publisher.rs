@@ -549,6 +549,13 @@ impl Inner {
             .find(|c| c.channel.status().connected())
     }
 
+    fn take_link(&self) -> Option<Arc<Link>> {
+        self.link
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     fn set_link(&self, link: Option<Arc<Link>>) {
         *self
             .link
@@ -603,7 +610,11 @@ async fn supervise(inner: Arc<Inner>) {
 
                 let ended = watch_connection(&inner, &conn, events, &flags).await;
 
-                inner.set_link(None);
+                // The channels are dropped only once the connection is
+                // closed: lapin closes a channel whose last handle drops
+                // while the connection is open, in the background, which
+                // races the connection close and logs an ERROR.
+                let old_link = inner.take_link();
                 flags.lost.cancel();
                 inner.metrics.set_up(inner.role, false);
                 inner.metrics.set_blocked(inner.role, false);
@@ -611,11 +622,13 @@ async fn supervise(inner: Arc<Inner>) {
                     Ended::Stop => {
                         close_quietly(&conn, "publisher closed", inner.settings.connect_timeout())
                             .await;
+                        drop(old_link);
                         break;
                     }
                     Ended::Lost(reason) => {
                         warn!(role, %reason, "broker connection lost; reconnecting");
                         close_quietly(&conn, "connection abandoned", Duration::from_secs(1)).await;
+                        drop(old_link);
                         reason
                     }
                 }
