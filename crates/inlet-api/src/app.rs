@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, Service as _, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, web};
 use inlet_auth::Authenticator;
 use inlet_domain::{BatchLimits, RateLimit};
@@ -155,6 +155,15 @@ impl Application {
                         let mut res: ServiceResponse = result?;
                         if let Ok(v) = HeaderValue::from_str(&rid) {
                             res.headers_mut().insert(REQUEST_ID, v);
+                        }
+                        if state.health.is_shutting_down() {
+                            // Kept-alive clients reconnect (through the
+                            // balancer, elsewhere) after this answer,
+                            // instead of finding their idle connection
+                            // dropped when the listener closes.
+                            res.response_mut()
+                                .head_mut()
+                                .set_connection_type(ConnectionType::Close);
                         }
                         record(&state, &res, started, &rid);
                         Ok(res)

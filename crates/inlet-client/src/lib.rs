@@ -105,3 +105,9 @@ pub use client::{Client, ShutdownReport};
 pub use response::{AcceptedBody, FieldError, Problem};
 pub use stats::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
 pub use transport::{KeyHeader, TransportError};
+
+/// `docs/client.md`, whose Rust examples are compiled as doc tests so the
+/// guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/client.md")]
+pub struct ClientGuide;

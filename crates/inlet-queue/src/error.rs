@@ -93,8 +93,8 @@ impl PublishError {
     }
 
     /// Whether trying again later can succeed (everything but a malformed
-    /// call). An unroutable message needs an operator, but the publisher
-    /// re-declares the topology on reconnect, so it is worth a retry too.
+    /// call). An unroutable publish makes the publisher declare its
+    /// topology again, so it is worth a retry too.
     pub fn is_retryable(&self) -> bool {
         !matches!(self, PublishError::Invalid(_))
     }

@@ -50,6 +50,9 @@
 //! is logged. A whole batch is unroutable in practice only when the
 //! topology was deleted under a running publisher; then every publish of
 //! the batch gets a return and fails with `Unroutable`, whichever it is.
+//! An unroutable publish also wakes the supervisor, which declares the
+//! topology again (at most once a second), so a deleted queue or exchange
+//! costs a few 503s rather than an outage until the next reconnect.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -62,7 +65,7 @@ use inlet_domain::{ENVELOPE_CONTENT_TYPE, Envelope};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
@@ -84,6 +87,8 @@ pub const HEADER_AUTH_MODE: &str = "x-inlet-auth-mode";
 /// How often the supervisor double-checks the connection status besides
 /// listening to events (covers lapin paths that end without an event).
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(500);
+/// Unroutable publishes declare the topology again at most this often.
+const REDECLARE_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A successful, broker-confirmed publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +134,9 @@ struct Inner {
     /// Stops the supervisor.
     stop: CancellationToken,
     supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// Woken by an unroutable publish: the supervisor declares the
+    /// topology again (someone may have deleted a queue or exchange).
+    redeclare: Notify,
 }
 
 /// One established connection's channels, as publishes see them.
@@ -384,6 +392,7 @@ impl Inner {
             closing: AtomicBool::new(false),
             stop: CancellationToken::new(),
             supervisor: Mutex::new(None),
+            redeclare: Notify::new(),
         }))
     }
 
@@ -524,7 +533,10 @@ impl Inner {
             Err(_) => PublishError::Timeout(self.settings.confirm_timeout()),
         };
         match &outcome {
-            PublishError::Unroutable { .. } => m.outcomes.returned.inc(),
+            PublishError::Unroutable { .. } => {
+                m.outcomes.returned.inc();
+                self.redeclare.notify_one();
+            }
             PublishError::Nacked => m.outcomes.nack.inc(),
             PublishError::Timeout(_) => m.outcomes.timeout.inc(),
             _ => m.outcomes.unavailable.inc(),
@@ -725,10 +737,23 @@ async fn watch_connection(
     let role = inner.role.as_str();
     let mut watchdog = tokio::time::interval(WATCHDOG_PERIOD);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A re-declaration asked for by an unroutable publish: due at once, or
+    // REDECLARE_MIN_INTERVAL after the previous one, however many bounce.
+    let mut redeclare_due: Option<tokio::time::Instant> = None;
+    let mut last_redeclare: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
             () = inner.stop.cancelled() => return Ended::Stop,
+            () = inner.redeclare.notified(), if redeclare_due.is_none() => {
+                let now = tokio::time::Instant::now();
+                redeclare_due = Some(last_redeclare.map_or(now, |t| (t + REDECLARE_MIN_INTERVAL).max(now)));
+            }
+            () = sleep_until_due(redeclare_due), if redeclare_due.is_some() => {
+                redeclare_due = None;
+                last_redeclare = Some(tokio::time::Instant::now());
+                redeclare_topology(inner, conn).await;
+            }
             ev = events.next() => match ev {
                 None => return Ended::Lost("connection event stream ended".into()),
                 Some(Event::ConnectionBlocked(reason)) => {
@@ -777,6 +802,45 @@ fn set_blocked(inner: &Inner, flags: &ConnFlags, reason: Option<String>) {
         },
         None => ConnectionState::Connected,
     });
+}
+
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Declares the topology again on a channel of its own, after a publish
+/// came back unroutable: a deleted queue or exchange is back at once
+/// instead of at the next reconnect. Failures are logged; the publishes
+/// keep failing `Unroutable` (503) until it works.
+async fn redeclare_topology(inner: &Inner, conn: &Connection) {
+    let role = inner.role.as_str();
+    let declare = async {
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| QueueError::amqp("open channel", e))?;
+        let declared = topology::declare(&ch, &inner.settings).await;
+        if ch.status().connected() {
+            let _ = ch.close(200, "topology declared".into()).await;
+        }
+        declared
+    };
+    match tokio::time::timeout(inner.settings.connect_timeout(), declare).await {
+        Ok(Ok(_)) => warn!(
+            role,
+            "a publish was unroutable: declared the topology again (was a queue or exchange deleted?)"
+        ),
+        Ok(Err(e)) => {
+            warn!(role, error = %e, "a publish was unroutable and declaring the topology failed")
+        }
+        Err(_) => warn!(
+            role,
+            "a publish was unroutable and declaring the topology timed out"
+        ),
+    }
 }
 
 /// Replaces broker-closed channels of the current link with fresh confirm

@@ -19,7 +19,6 @@ use inlet_queue::{
 };
 use inlet_testkit::{FaultProxy, TestAmqp, wait_until};
 use lapin::BasicProperties;
-use lapin::options::QueueBindOptions;
 use tokio_util::sync::CancellationToken;
 
 /// What a background publishing loop saw.
@@ -320,26 +319,10 @@ async fn unroutable_messages_are_errors_not_successes() {
     assert!(publisher.wait_connected(Duration::from_secs(10)).await);
     let names = publisher.names().clone();
 
-    // An unbound routing key on the push exchange.
-    let err = publisher
-        .publish_raw(
-            &names.exchange,
-            "no-such-key",
-            b"x",
-            BasicProperties::default().with_message_id("raw-1".into()),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        PublishError::Unroutable {
-            reply_code: 312,
-            reply_text: "NO_ROUTE".into()
-        }
-    );
-    assert_eq!(err.code(), "queue_unroutable");
-
-    // The main queue unbound under a running publisher.
+    // The main queue unbound under a running publisher: unroutable, and
+    // the publisher binds it again by itself. (First: any unroutable
+    // publish makes the publisher re-declare, which would undo an unbind
+    // made just after it.)
     let probe = Probe::new(&t).await;
     probe
         .ch
@@ -351,29 +334,99 @@ async fn unroutable_messages_are_errors_not_successes() {
         )
         .await
         .unwrap();
-    for i in 0..5 {
-        let err = publisher.publish(&envelope(i)).await.unwrap_err();
-        assert!(matches!(err, PublishError::Unroutable { .. }), "{err:?}");
-    }
-    assert_eq!(m.publish_total.with_label_values(&["returned"]).get(), 6);
-    assert_eq!(m.publish_total.with_label_values(&["ack"]).get(), 0);
-
-    // Bound again: routable again.
-    probe
-        .ch
-        .queue_bind(
-            names.queue.as_str().into(),
-            names.exchange.as_str().into(),
-            names.routing_key.as_str().into(),
-            QueueBindOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    publisher.publish(&envelope(9)).await.unwrap();
+    let err = publisher.publish(&envelope(0)).await.unwrap_err();
+    assert!(matches!(err, PublishError::Unroutable { .. }), "{err:?}");
+    let refused = publish_until_routable(&publisher).await;
     assert_eq!(probe.count(&names.queue).await, 1);
+    assert_eq!(
+        m.publish_total.with_label_values(&["returned"]).get(),
+        1 + refused as u64
+    );
+    assert_eq!(m.publish_total.with_label_values(&["ack"]).get(), 1);
+
+    // An unbound routing key on the push exchange: re-declaring does not
+    // bind it, so it stays unroutable.
+    for _ in 0..2 {
+        let err = publisher
+            .publish_raw(
+                &names.exchange,
+                "no-such-key",
+                b"x",
+                BasicProperties::default().with_message_id("raw-1".into()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            PublishError::Unroutable {
+                reply_code: 312,
+                reply_text: "NO_ROUTE".into()
+            }
+        );
+        assert_eq!(err.code(), "queue_unroutable");
+    }
     probe.close().await;
     publisher.close().await;
+}
+
+/// Publishes until one is confirmed (within 5 s). Every failure must be
+/// `Unroutable`, or `Unavailable` while a channel the broker closed (404)
+/// is replaced. Returns how many were refused.
+async fn publish_until_routable(publisher: &Publisher) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut refused = 0;
+    loop {
+        match publisher.publish(&envelope(100 + refused)).await {
+            Ok(_) => return refused,
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    PublishError::Unroutable { .. } | PublishError::Unavailable { .. }
+                ),
+                "{e:?}"
+            ),
+        }
+        refused += 1;
+        assert!(Instant::now() < deadline, "still unroutable after 5 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topology_is_declared_again_without_a_reconnect() {
+    let t = TestAmqp::new();
+    let s = settings(&t);
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
+    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    publisher.publish(&envelope(0)).await.unwrap();
+    let names = publisher.names().clone();
+
+    // Exchanges and queues deleted under the running publisher (the one
+    // message stored goes with them).
+    let probe = Probe::new(&t).await;
+    inlet_queue::topology::delete(&probe.ch, &names)
+        .await
+        .unwrap();
+    let err = publisher.publish(&envelope(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PublishError::Unroutable {
+                reply_code: 404,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    publish_until_routable(&publisher).await;
+    // The main queue is back and holds exactly the confirmed message; it
+    // was declared as configured (declaring it again is no conflict).
+    assert_eq!(probe.count(&names.queue).await, 1);
+    inlet_queue::topology::declare(&probe.ch, &s).await.unwrap();
+    assert_still_connected_and_close(&m, &publisher).await;
+    probe.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
