@@ -441,7 +441,9 @@ async fn publisher_backpressure_is_503_with_retry_after() {
 async fn once_shutdown_begins_answers_close_the_kept_alive_connection() {
     let mut app = spawn_app_with(Options {
         api: inlet_api::ApiSettings {
-            shutdown_delay_ms: 3_000,
+            // Long enough for a busy machine to send the second push
+            // before the listener closes.
+            shutdown_delay_ms: 5_000,
             keep_alive_s: 30,
             ..Options::default().api
         },

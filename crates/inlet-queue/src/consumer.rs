@@ -25,7 +25,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt as _, Stream, StreamExt};
 use inlet_domain::{Envelope, EnvelopeError};
 use lapin::message::Delivery;
 use lapin::options::{
@@ -186,7 +186,7 @@ impl Consumer {
     pub async fn next(&mut self) -> Option<Incoming> {
         loop {
             if self.cancel.is_cancelled() {
-                self.discard_buffered();
+                self.requeue_buffered().await;
                 return None;
             }
             let got = tokio::select! {
@@ -203,18 +203,23 @@ impl Consumer {
                 }
                 Some(incoming) => return Some(incoming),
                 None => {
-                    self.discard_buffered();
+                    self.requeue_buffered().await;
                     return None;
                 }
             }
         }
     }
 
-    /// Deliveries received but not handed out are dropped unsettled; the
-    /// broker redelivers them once the connection closes.
-    fn discard_buffered(&mut self) {
+    /// Deliveries received but not handed out go back to the queue at
+    /// once (for other consumers), rather than wait, unacked, until the
+    /// work handed out is settled and the connection closes.
+    async fn requeue_buffered(&mut self) {
         self.rx.close();
-        while self.rx.try_recv().is_ok() {}
+        while let Ok(incoming) = self.rx.try_recv() {
+            if !incoming.acker.poisoned() {
+                let _ = tokio::time::timeout(SHUTDOWN_STEP, incoming.requeue()).await;
+            }
+        }
     }
 
     /// The current connection state of the consuming connection.
@@ -246,7 +251,7 @@ impl Consumer {
     /// dropped. Closes the retry publisher if the consumer started it.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        self.discard_buffered();
+        self.requeue_buffered().await;
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -434,15 +439,7 @@ async fn forward(
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
-                let tag = consumer.tag();
-                match tokio::time::timeout(
-                    SHUTDOWN_STEP,
-                    channel.basic_cancel(tag, BasicCancelOptions::default()),
-                ).await {
-                    Ok(Ok(())) => debug!(role = "consumer", "basic.cancel sent"),
-                    Ok(Err(e)) => warn!(role = "consumer", error = %e, "basic.cancel failed"),
-                    Err(_) => warn!(role = "consumer", "basic.cancel timed out"),
-                }
+                stop_consuming(shared, channel, consumer, None).await;
                 return Ended::Stop;
             }
             ev = events.next() => match ev {
@@ -470,18 +467,14 @@ async fn forward(
                     tokio::select! {
                         biased;
                         () = cancel.cancelled() => {
-                            // Not handed out (dropped with the send future):
-                            // unsettled, redelivered when the connection
-                            // closes. Cancel consuming.
-                            let _ = tokio::time::timeout(
-                                SHUTDOWN_STEP,
-                                channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
-                            ).await;
+                            // Not handed out: back to the queue.
+                            stop_consuming(shared, channel, consumer, Some(incoming)).await;
                             return Ended::Stop;
                         }
-                        r = tx.send(incoming) => if r.is_err() {
+                        permit = tx.reserve() => match permit {
+                            Ok(permit) => permit.send(incoming),
                             // The Consumer handle is gone.
-                            return Ended::Stop;
+                            Err(_) => return Ended::Stop,
                         }
                     }
                 }
@@ -494,6 +487,36 @@ async fn forward(
                 }
             }
         }
+    }
+}
+
+/// Ends consuming on a graceful stop: `basic.cancel`, then every delivery
+/// received but not handed out (`held`, and what lapin has buffered) goes
+/// back to the queue at once. Work already handed out is not touched.
+async fn stop_consuming(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    mut consumer: lapin::Consumer,
+    held: Option<Incoming>,
+) {
+    match tokio::time::timeout(
+        SHUTDOWN_STEP,
+        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+    )
+    .await
+    {
+        Ok(Ok(())) => debug!(role = "consumer", "basic.cancel sent"),
+        Ok(Err(e)) => warn!(role = "consumer", error = %e, "basic.cancel failed"),
+        Err(_) => warn!(role = "consumer", "basic.cancel timed out"),
+    }
+    let mut unsent: Vec<Incoming> = held.into_iter().collect();
+    // Only what is already buffered: never waits for the stream.
+    while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
+        shared.metrics.consumer_deliveries_total.inc();
+        unsent.push(Incoming::new(shared.clone(), delivery));
+    }
+    for incoming in unsent {
+        let _ = tokio::time::timeout(SHUTDOWN_STEP, incoming.requeue()).await;
     }
 }
 

@@ -60,7 +60,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt as _, Stream, StreamExt};
 use inlet_domain::{ENVELOPE_CONTENT_TYPE, Envelope};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -406,6 +406,7 @@ impl Inner {
     ) -> Result<Confirmed, PublishError> {
         let started = Instant::now();
         let m = &self.metrics;
+        let ours = self.in_topology(exchange.as_str(), routing_key.as_str());
         if self.closing.load(Ordering::Relaxed) {
             m.outcomes.unavailable.inc();
             return Err(PublishError::unavailable(UnavailableReason::Closed));
@@ -535,13 +536,28 @@ impl Inner {
         match &outcome {
             PublishError::Unroutable { .. } => {
                 m.outcomes.returned.inc();
-                self.redeclare.notify_one();
+                if ours {
+                    self.redeclare.notify_one();
+                }
             }
             PublishError::Nacked => m.outcomes.nack.inc(),
             PublishError::Timeout(_) => m.outcomes.timeout.inc(),
             _ => m.outcomes.unavailable.inc(),
         }
         Err(outcome)
+    }
+
+    /// Whether a publish to `exchange` / `routing_key` targets the
+    /// topology this publisher declares (its failing to route then means
+    /// part of the topology is gone).
+    fn in_topology(&self, exchange: &str, routing_key: &str) -> bool {
+        let n = &self.names;
+        if exchange.is_empty() {
+            return routing_key == n.queue
+                || routing_key == n.dead_queue
+                || n.delay_queues.iter().any(|(_, q)| q == routing_key);
+        }
+        (exchange == n.exchange && routing_key == n.routing_key) || exchange == n.dead_exchange
     }
 
     fn current_link(&self) -> Option<Arc<Link>> {
@@ -739,21 +755,18 @@ async fn watch_connection(
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A re-declaration asked for by an unroutable publish: due at once, or
     // REDECLARE_MIN_INTERVAL after the previous one, however many bounce.
+    // It runs beside the loop (`redeclaring`), so events, the watchdog and
+    // a stop are never held up by it.
     let mut redeclare_due: Option<tokio::time::Instant> = None;
     let mut last_redeclare: Option<tokio::time::Instant> = None;
+    let mut redeclaring: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+    // A request left over from the previous connection: `establish` has
+    // just declared everything.
+    let _ = inner.redeclare.notified().now_or_never();
     loop {
         tokio::select! {
             biased;
             () = inner.stop.cancelled() => return Ended::Stop,
-            () = inner.redeclare.notified(), if redeclare_due.is_none() => {
-                let now = tokio::time::Instant::now();
-                redeclare_due = Some(last_redeclare.map_or(now, |t| (t + REDECLARE_MIN_INTERVAL).max(now)));
-            }
-            () = sleep_until_due(redeclare_due), if redeclare_due.is_some() => {
-                redeclare_due = None;
-                last_redeclare = Some(tokio::time::Instant::now());
-                redeclare_topology(inner, conn).await;
-            }
             ev = events.next() => match ev {
                 None => return Ended::Lost("connection event stream ended".into()),
                 Some(Event::ConnectionBlocked(reason)) => {
@@ -780,6 +793,18 @@ async fn watch_connection(
                 Some(Event::Error(e)) => return Ended::Lost(e.to_string()),
                 Some(_) => {}
             },
+            () = run_redeclare(&mut redeclaring), if redeclaring.is_some() => {
+                redeclaring = None;
+            }
+            () = inner.redeclare.notified(), if redeclare_due.is_none() => {
+                let now = tokio::time::Instant::now();
+                redeclare_due = Some(last_redeclare.map_or(now, |t| (t + REDECLARE_MIN_INTERVAL).max(now)));
+            }
+            () = sleep_until_due(redeclare_due), if redeclare_due.is_some() && redeclaring.is_none() => {
+                redeclare_due = None;
+                last_redeclare = Some(tokio::time::Instant::now());
+                redeclaring = Some(Box::pin(redeclare_topology(inner, conn)));
+            }
             _ = watchdog.tick() => {
                 if !conn.status().connected() {
                     return Ended::Lost("connection no longer connected".into());
@@ -802,6 +827,13 @@ fn set_blocked(inner: &Inner, flags: &ConnFlags, reason: Option<String>) {
         },
         None => ConnectionState::Connected,
     });
+}
+
+async fn run_redeclare(redeclaring: &mut Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
+    match redeclaring {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_due(due: Option<tokio::time::Instant>) {

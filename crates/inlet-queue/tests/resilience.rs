@@ -336,11 +336,11 @@ async fn unroutable_messages_are_errors_not_successes() {
         .unwrap();
     let err = publisher.publish(&envelope(0)).await.unwrap_err();
     assert!(matches!(err, PublishError::Unroutable { .. }), "{err:?}");
-    let refused = publish_until_routable(&publisher).await;
+    let unroutable = publish_until_routable(&publisher).await;
     assert_eq!(probe.count(&names.queue).await, 1);
     assert_eq!(
         m.publish_total.with_label_values(&["returned"]).get(),
-        1 + refused as u64
+        1 + unroutable
     );
     assert_eq!(m.publish_total.with_label_values(&["ack"]).get(), 1);
 
@@ -371,22 +371,17 @@ async fn unroutable_messages_are_errors_not_successes() {
 
 /// Publishes until one is confirmed (within 5 s). Every failure must be
 /// `Unroutable`, or `Unavailable` while a channel the broker closed (404)
-/// is replaced. Returns how many were refused.
-async fn publish_until_routable(publisher: &Publisher) -> usize {
+/// is replaced. Returns how many were `Unroutable`.
+async fn publish_until_routable(publisher: &Publisher) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut refused = 0;
+    let (mut attempts, mut unroutable) = (0, 0);
     loop {
-        match publisher.publish(&envelope(100 + refused)).await {
-            Ok(_) => return refused,
-            Err(e) => assert!(
-                matches!(
-                    e,
-                    PublishError::Unroutable { .. } | PublishError::Unavailable { .. }
-                ),
-                "{e:?}"
-            ),
+        match publisher.publish(&envelope(100 + attempts)).await {
+            Ok(_) => return unroutable,
+            Err(PublishError::Unroutable { .. }) => unroutable += 1,
+            Err(e) => assert!(matches!(e, PublishError::Unavailable { .. }), "{e:?}"),
         }
-        refused += 1;
+        attempts += 1;
         assert!(Instant::now() < deadline, "still unroutable after 5 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -149,6 +149,16 @@ async fn cancelled_consumer_still_acks_in_flight_work() {
         .unwrap();
     stop.cancel();
     assert!(consumer.next().await.is_none());
+    // The two never handed out are back in the queue at once, for other
+    // consumers, while the one handed out is still being worked on.
+    let probe = Probe::new(&t).await;
+    let queue = publisher.names().queue.clone();
+    inlet_testkit::wait_until(
+        Duration::from_secs(5),
+        "the unsent two requeued",
+        || async { probe.count(&queue).await == 2 },
+    )
+    .await;
     // The connection and its channel stay open for work already handed
     // out, however long it takes (the pause lets any background channel
     // close land first; the ack then failed `NotSettled`).
@@ -158,8 +168,7 @@ async fn cancelled_consumer_still_acks_in_flight_work() {
         .await
         .expect("shutdown completes once the in-flight delivery is settled");
 
-    // The acked one is gone; the two never handed out are back in the queue.
-    let probe = Probe::new(&t).await;
+    // The acked one is gone; the two never handed out are in the queue.
     let left = probe
         .drain_at_least(&publisher.names().queue, 2, Duration::from_secs(10))
         .await;
