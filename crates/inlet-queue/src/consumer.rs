@@ -380,12 +380,16 @@ async fn establish(
 ) -> Result<(Connection, Channel, lapin::Consumer, Events), QueueError> {
     let conn = open(settings, Role::Consumer).await?;
     let events: Events = Box::pin(conn.events_listener());
+    // Outside the setup future, so that on failure it is dropped only after
+    // the connection is closed (see `Publisher`'s `establish`).
+    let mut opened: Option<Channel> = None;
     let setup = async {
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| QueueError::amqp("open channel", e))?;
-        let names = topology::declare(&channel, settings).await?;
+        let channel = opened.insert(
+            conn.create_channel()
+                .await
+                .map_err(|e| QueueError::amqp("open channel", e))?,
+        );
+        let names = topology::declare(channel, settings).await?;
         channel
             .basic_qos(settings.prefetch, BasicQosOptions { global: false })
             .await
@@ -404,22 +408,22 @@ async fn establish(
             )
             .await
             .map_err(|e| QueueError::amqp(format!("basic.consume on {}", names.queue), e))?;
-        Ok::<_, QueueError>((channel, consumer))
+        Ok::<_, QueueError>((channel.clone(), consumer))
     };
-    match tokio::time::timeout(settings.connect_timeout(), setup).await {
-        Ok(Ok((channel, consumer))) => Ok((conn, channel, consumer, events)),
-        Ok(Err(e)) => {
-            close_quietly(&conn, "setup failed", Duration::from_secs(1)).await;
-            Err(e)
-        }
-        Err(_) => {
-            close_quietly(&conn, "setup timed out", Duration::from_secs(1)).await;
-            Err(QueueError::Connect {
+    let failure = match tokio::time::timeout(settings.connect_timeout(), setup).await {
+        Ok(Ok((channel, consumer))) => return Ok((conn, channel, consumer, events)),
+        Ok(Err(e)) => ("setup failed", e),
+        Err(_) => (
+            "setup timed out",
+            QueueError::Connect {
                 url: settings.redacted_url(),
                 reason: "consumer not ready within connect_timeout_ms".into(),
-            })
-        }
-    }
+            },
+        ),
+    };
+    close_quietly(&conn, failure.0, Duration::from_secs(1)).await;
+    drop(opened);
+    Err(failure.1)
 }
 
 /// Hands deliveries of one connection to `tx` until it is lost or the

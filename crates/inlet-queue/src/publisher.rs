@@ -691,33 +691,41 @@ async fn establish(inner: &Inner) -> Result<(Connection, Arc<Link>, Events), Que
     let conn = open(&inner.settings, inner.role).await?;
     // Listen right away: events are only queued while a listener exists.
     let events: Events = Box::pin(conn.events_listener());
+    // The channels live outside the setup future: if it fails or times
+    // out, they are dropped only after the connection is closed (see
+    // `supervise`: a channel dropped while its connection is open is closed
+    // by lapin in the background, racing the connection close).
+    let mut topology_channel: Option<Channel> = None;
+    let mut channels = Vec::with_capacity(inner.settings.publisher_channels);
     let setup = async {
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|e| QueueError::amqp("open channel", e))?;
-        topology::declare(&ch, &inner.settings).await?;
+        let ch = topology_channel.insert(
+            conn.create_channel()
+                .await
+                .map_err(|e| QueueError::amqp("open channel", e))?,
+        );
+        topology::declare(ch, &inner.settings).await?;
         let _ = ch.close(200, "topology declared".into()).await;
-        let mut channels = Vec::with_capacity(inner.settings.publisher_channels);
         for _ in 0..inner.settings.publisher_channels {
             channels.push(Arc::new(open_confirm_channel(&conn).await?));
         }
-        Ok::<_, QueueError>(channels)
+        Ok::<_, QueueError>(())
     };
-    let channels = match tokio::time::timeout(inner.settings.connect_timeout(), setup).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            close_quietly(&conn, "setup failed", Duration::from_secs(1)).await;
-            return Err(e);
-        }
-        Err(_) => {
-            close_quietly(&conn, "setup timed out", Duration::from_secs(1)).await;
-            return Err(QueueError::Connect {
+    let failure = match tokio::time::timeout(inner.settings.connect_timeout(), setup).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(("setup failed", e)),
+        Err(_) => Some((
+            "setup timed out",
+            QueueError::Connect {
                 url: inner.settings.redacted_url(),
                 reason: "topology and channels not ready within connect_timeout_ms".into(),
-            });
-        }
+            },
+        )),
     };
+    if let Some((why, e)) = failure {
+        close_quietly(&conn, why, Duration::from_secs(1)).await;
+        drop((topology_channel, channels));
+        return Err(e);
+    }
     let link = Arc::new(Link {
         channels: channels.into_boxed_slice(),
         conn: Arc::new(ConnFlags {
