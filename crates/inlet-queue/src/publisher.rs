@@ -211,6 +211,7 @@ impl Publisher {
                 &payload,
                 properties,
                 Some(id),
+                true,
             )
             .await
     }
@@ -228,6 +229,7 @@ impl Publisher {
         payload: &[u8],
         properties: BasicProperties,
     ) -> Result<Confirmed, PublishError> {
+        let in_topology = self.inner.in_topology(exchange, routing_key);
         let exchange =
             ShortString::try_new(exchange).map_err(|_| PublishError::Invalid("exchange name"))?;
         let routing_key =
@@ -243,6 +245,7 @@ impl Publisher {
                 payload,
                 properties,
                 expected_id.as_deref(),
+                in_topology,
             )
             .await
     }
@@ -403,10 +406,12 @@ impl Inner {
         payload: &[u8],
         properties: BasicProperties,
         expected_id: Option<&str>,
+        // The target is part of this publisher's topology: failing to
+        // route means the topology needs declaring again.
+        in_topology: bool,
     ) -> Result<Confirmed, PublishError> {
         let started = Instant::now();
         let m = &self.metrics;
-        let ours = self.in_topology(exchange.as_str(), routing_key.as_str());
         if self.closing.load(Ordering::Relaxed) {
             m.outcomes.unavailable.inc();
             return Err(PublishError::unavailable(UnavailableReason::Closed));
@@ -536,7 +541,7 @@ impl Inner {
         match &outcome {
             PublishError::Unroutable { .. } => {
                 m.outcomes.returned.inc();
-                if ours {
+                if in_topology {
                     self.redeclare.notify_one();
                 }
             }
@@ -698,13 +703,7 @@ async fn establish(inner: &Inner) -> Result<(Connection, Arc<Link>, Events), Que
     let mut topology_channel: Option<Channel> = None;
     let mut channels = Vec::with_capacity(inner.settings.publisher_channels);
     let setup = async {
-        let ch = topology_channel.insert(
-            conn.create_channel()
-                .await
-                .map_err(|e| QueueError::amqp("open channel", e))?,
-        );
-        topology::declare(ch, &inner.settings).await?;
-        let _ = ch.close(200, "topology declared".into()).await;
+        declare_topology(&conn, &inner.settings, &mut topology_channel).await?;
         for _ in 0..inner.settings.publisher_channels {
             channels.push(Arc::new(open_confirm_channel(&conn).await?));
         }
@@ -766,7 +765,7 @@ async fn watch_connection(
     // It runs beside the loop (`redeclaring`), so events, the watchdog and
     // a stop are never held up by it.
     let mut redeclare_due: Option<tokio::time::Instant> = None;
-    let mut last_redeclare: Option<tokio::time::Instant> = None;
+    let mut next_redeclare_allowed = tokio::time::Instant::now();
     let mut redeclaring: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     // A request left over from the previous connection: `establish` has
     // just declared everything.
@@ -805,12 +804,11 @@ async fn watch_connection(
                 redeclaring = None;
             }
             () = inner.redeclare.notified(), if redeclare_due.is_none() => {
-                let now = tokio::time::Instant::now();
-                redeclare_due = Some(last_redeclare.map_or(now, |t| (t + REDECLARE_MIN_INTERVAL).max(now)));
+                redeclare_due = Some(next_redeclare_allowed.max(tokio::time::Instant::now()));
             }
             () = sleep_until_due(redeclare_due), if redeclare_due.is_some() && redeclaring.is_none() => {
                 redeclare_due = None;
-                last_redeclare = Some(tokio::time::Instant::now());
+                next_redeclare_allowed = tokio::time::Instant::now() + REDECLARE_MIN_INTERVAL;
                 redeclaring = Some(Box::pin(redeclare_topology(inner, conn)));
             }
             _ = watchdog.tick() => {
@@ -851,25 +849,33 @@ async fn sleep_until_due(due: Option<tokio::time::Instant>) {
     }
 }
 
+/// Declares the topology on a channel of its own, then closes it. The
+/// channel is kept in `slot` so that the caller decides when it is dropped.
+async fn declare_topology(
+    conn: &Connection,
+    settings: &QueueSettings,
+    slot: &mut Option<Channel>,
+) -> Result<(), QueueError> {
+    let ch = slot.insert(
+        conn.create_channel()
+            .await
+            .map_err(|e| QueueError::amqp("open channel", e))?,
+    );
+    topology::declare(ch, settings).await?;
+    let _ = ch.close(200, "topology declared".into()).await;
+    Ok(())
+}
+
 /// Declares the topology again on a channel of its own, after a publish
 /// came back unroutable: a deleted queue or exchange is back at once
 /// instead of at the next reconnect. Failures are logged; the publishes
 /// keep failing `Unroutable` (503) until it works.
 async fn redeclare_topology(inner: &Inner, conn: &Connection) {
     let role = inner.role.as_str();
-    let declare = async {
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|e| QueueError::amqp("open channel", e))?;
-        let declared = topology::declare(&ch, &inner.settings).await;
-        if ch.status().connected() {
-            let _ = ch.close(200, "topology declared".into()).await;
-        }
-        declared
-    };
+    let mut channel = None;
+    let declare = declare_topology(conn, &inner.settings, &mut channel);
     match tokio::time::timeout(inner.settings.connect_timeout(), declare).await {
-        Ok(Ok(_)) => warn!(
+        Ok(Ok(())) => warn!(
             role,
             "a publish was unroutable: declared the topology again (was a queue or exchange deleted?)"
         ),
@@ -985,6 +991,7 @@ mod tests {
                 b"",
                 BasicProperties::default(),
                 None,
+                false,
             )
         };
 

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use inlet_queue::{
-    Consumer, HEADER_ATTEMPT, HEADER_DEATH_REASON, HEADER_LAST_ERROR, Publisher, QueueSettings,
-    RetryOutcome,
+    Consumer, HEADER_ATTEMPT, HEADER_DEATH_REASON, HEADER_LAST_ERROR, QueueSettings, RetryOutcome,
 };
 use inlet_testkit::TestAmqp;
 use lapin::BasicProperties;
@@ -25,8 +24,7 @@ async fn poison_is_dead_lettered_and_transient_failures_retry_then_dead_letter()
     };
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
     let names = publisher.names().clone();
 
     // A poison message first, then two valid ones behind it.
@@ -155,8 +153,7 @@ async fn requeue_hands_the_message_back() {
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
     let e = envelope(5);
     publisher.publish(&e).await.unwrap();
 
@@ -187,8 +184,7 @@ async fn poison_beyond_the_delivery_limit_is_dead_lettered_by_the_broker() {
         ..settings(&t)
     };
     let _cleanup = Cleanup::new(&s);
-    let publisher = Publisher::start(s.clone(), metrics()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), metrics()).await;
     let e = envelope(9);
     publisher.publish(&e).await.unwrap();
 

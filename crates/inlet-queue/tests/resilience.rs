@@ -120,8 +120,7 @@ async fn broker_closes_the_publisher_connection_mid_stream() {
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,8 +183,7 @@ async fn cut_connection_fails_fast_and_reconnects_after_restore() {
         ..via_proxy(direct.clone(), proxy.addr())
     };
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -262,8 +260,7 @@ async fn blackholed_broker_times_out_and_the_heartbeat_notices() {
         connect_timeout_ms: 1000,
         ..via_proxy(direct.clone(), proxy.addr())
     };
-    let publisher = Publisher::start(s.clone(), metrics()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), metrics()).await;
     publisher.publish(&envelope(0)).await.unwrap();
 
     proxy.hole();
@@ -315,8 +312,7 @@ async fn unroutable_messages_are_errors_not_successes() {
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
     let names = publisher.names().clone();
 
     // The main queue unbound under a running publisher: unroutable, and
@@ -369,6 +365,20 @@ async fn unroutable_messages_are_errors_not_successes() {
     publisher.close().await;
 }
 
+/// The refusal of a publish to an exchange that does not exist.
+fn assert_missing_exchange(err: &PublishError) {
+    assert!(
+        matches!(
+            err,
+            PublishError::Unroutable {
+                reply_code: 404,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
 /// Publishes until one is confirmed (within 5 s). Every failure must be
 /// `Unroutable`, or `Unavailable` while a channel the broker closed (404)
 /// is replaced. Returns how many were `Unroutable`.
@@ -393,8 +403,7 @@ async fn a_deleted_topology_is_declared_again_without_a_reconnect() {
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
     publisher.publish(&envelope(0)).await.unwrap();
     let names = publisher.names().clone();
 
@@ -405,16 +414,7 @@ async fn a_deleted_topology_is_declared_again_without_a_reconnect() {
         .await
         .unwrap();
     let err = publisher.publish(&envelope(1)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PublishError::Unroutable {
-                reply_code: 404,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_missing_exchange(&err);
     publish_until_routable(&publisher).await;
     // The main queue is back and holds exactly the confirmed message; it
     // was declared as configured (declaring it again is no conflict).
@@ -430,8 +430,7 @@ async fn a_nack_is_an_error_not_a_success() {
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
 
     // A queue that refuses everything: length limit 0 with reject-publish.
     // Exclusive, so the broker deletes it with the probe's connection.
@@ -527,24 +526,14 @@ async fn publisher_with_a_channel_closed_by_a_404(
     };
     let cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s, m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s, m.clone()).await;
 
     let missing = format!("{}.missing", t.prefix);
     let err = publisher
         .publish_raw(&missing, "k", b"x", BasicProperties::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PublishError::Unroutable {
-                reply_code: 404,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_missing_exchange(&err);
     (cleanup, m, publisher)
 }
 
@@ -567,8 +556,7 @@ async fn full_in_flight_bound_answers_backpressure_at_once() {
         ..via_proxy(direct.clone(), proxy.addr())
     };
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
 
     // Confirms stop coming: two publishes fill the bound.
     proxy.hole();
@@ -627,8 +615,7 @@ async fn consumer_reconnects_after_the_broker_closes_its_connection() {
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
     // Five messages: one is handed out and held, the others sit in the
     // consumer's prefetch buffer when the connection dies.
     let sent: Vec<_> = (0..5).map(envelope).collect();

@@ -10,9 +10,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use inlet_domain::{ENVELOPE_CONTENT_TYPE, Envelope};
-use inlet_queue::{
-    Consumer, HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, Publisher, QueueMetrics,
-};
+use inlet_queue::{Consumer, HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, QueueMetrics};
 use inlet_testkit::TestAmqp;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +24,7 @@ async fn ten_thousand_envelopes_round_trip_exactly_once() {
     let registry = prometheus::Registry::new();
     let m = QueueMetrics::register(&registry).unwrap();
 
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
 
     // Publish concurrently: many confirms in flight at once, over both
     // channels.
@@ -135,8 +132,7 @@ async fn cancelled_consumer_still_acks_in_flight_work() {
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
     for i in 0..3 {
         publisher.publish(&envelope(i)).await.unwrap();
     }
@@ -182,8 +178,7 @@ async fn closed_publisher_drains_in_flight_then_refuses() {
     let t = TestAmqp::new();
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
-    let publisher = Publisher::start(s.clone(), metrics()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), metrics()).await;
 
     let in_flight: Vec<_> = (0..2000)
         .map(|i| {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use inlet_queue::topology::{self, Names};
-use inlet_queue::{Consumer, Publisher, QueueError, QueueType, RetryOutcome};
+use inlet_queue::{Consumer, QueueError, QueueType, RetryOutcome};
 use inlet_testkit::TestAmqp;
 use lapin::BasicProperties;
 use lapin::types::AMQPValue;
@@ -83,8 +83,7 @@ async fn delay_queue_round_trip(queue_type: QueueType) {
         ..settings(&t)
     };
     let _cleanup = Cleanup::new(&s);
-    let publisher = Publisher::start(s.clone(), metrics()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), metrics()).await;
     let names = publisher.names().clone();
     let probe = Probe::new(&t).await;
 
@@ -169,8 +168,7 @@ async fn classic_configuration_works_end_to_end() {
     };
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
-    let publisher = Publisher::start(s.clone(), m.clone()).unwrap();
-    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
     let e = envelope(1);
     publisher.publish(&e).await.unwrap();
 

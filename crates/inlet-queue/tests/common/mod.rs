@@ -52,6 +52,13 @@ pub fn metrics() -> QueueMetrics {
     QueueMetrics::unregistered().unwrap()
 }
 
+/// A publisher on `s`, connected (within 10 s).
+pub async fn connected_publisher(s: QueueSettings, m: QueueMetrics) -> inlet_queue::Publisher {
+    let publisher = inlet_queue::Publisher::start(s, m).unwrap();
+    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    publisher
+}
+
 /// A valid envelope whose body names `i`.
 pub fn envelope(i: usize) -> Envelope {
     Envelope {
