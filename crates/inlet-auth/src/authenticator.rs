@@ -122,8 +122,26 @@ impl AuthReadiness {
 /// What the cache holds for a digest: only store answers that decide.
 #[derive(Debug, Clone)]
 enum Answer {
-    Found(Arc<KeyRecord>, &'static str),
+    /// A record, from the named store. `lagging`: the source of truth found
+    /// a key the populated primary does not hold yet — no invalidation can
+    /// reach this entry until the sync has seen the key, so it lives only
+    /// as long as a miss.
+    Found {
+        record: Arc<KeyRecord>,
+        store: &'static str,
+        lagging: bool,
+    },
     Absent(&'static str),
+}
+
+impl Answer {
+    fn found(record: KeyRecord, store: &'static str) -> Answer {
+        Answer::Found {
+            record: Arc::new(record),
+            store,
+            lagging: false,
+        }
+    }
 }
 
 struct TtlPolicy {
@@ -139,8 +157,15 @@ impl Expiry<KeyDigest, Answer> for TtlPolicy {
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         Some(match value {
-            Answer::Found(..) => self.positive,
-            Answer::Absent(_) => self.negative,
+            Answer::Found {
+                record,
+                lagging: false,
+                ..
+            } if record.accepts() => self.positive,
+            // A rejection is cached no longer than a miss: a key re-activated
+            // by a writer whose invalidation never arrived is accepted again
+            // within `negative_ttl_ms`.
+            Answer::Found { .. } | Answer::Absent(_) => self.negative,
         })
     }
 }
@@ -196,6 +221,10 @@ struct Inner {
     settings: AuthSettings,
     metrics: AuthMetrics,
     readiness: watch::Sender<AuthReadiness>,
+    /// The primary's generation at the last readiness check (0: none yet).
+    /// A change means a full reload happened, whether or not its
+    /// invalidation message arrived.
+    primary_generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -255,7 +284,7 @@ impl AuthenticatorBuilder {
             .max_capacity(s.cache_max_entries)
             .expire_after(TtlPolicy {
                 positive: Duration::from_secs(s.positive_ttl_s),
-                negative: Duration::from_secs(s.negative_ttl_s.max(1)),
+                negative: Duration::from_millis(s.negative_ttl_ms.max(1)),
             })
             .eviction_listener(move |_k, _v, cause| {
                 let label = match cause {
@@ -285,6 +314,7 @@ impl AuthenticatorBuilder {
                 settings: s,
                 metrics,
                 readiness,
+                primary_generation: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -294,9 +324,8 @@ impl From<&StoreError> for UndecidableReason {
     fn from(e: &StoreError) -> Self {
         match e {
             StoreError::Timeout => UndecidableReason::Timeout,
-            StoreError::Unavailable(_) | StoreError::Corrupt { .. } => {
-                UndecidableReason::StoresUnavailable
-            }
+            StoreError::Unavailable(_) => UndecidableReason::StoresUnavailable,
+            StoreError::Corrupt { .. } => UndecidableReason::RecordUnreadable,
         }
     }
 }
@@ -346,7 +375,7 @@ impl Authenticator {
                     .with_label_values(&[if fresh { "miss" } else { "hit" }])
                     .inc();
                 let (verdict, store) = match entry.into_value() {
-                    Answer::Found(record, store) => {
+                    Answer::Found { record, store, .. } => {
                         let verdict = record.verdict(AuthMode::Confirmed);
                         if fresh
                             && matches!(verdict, Verdict::Accepted(_))
@@ -388,6 +417,16 @@ impl Authenticator {
     /// When no store can decide: stale-if-error, then provisional, else
     /// undecidable. Never unknown.
     fn rescue(&self, key: &ApiKey, digest: KeyDigest, reason: UndecidableReason) -> Decision {
+        if reason == UndecidableReason::RecordUnreadable {
+            // Not an outage to ride out: the source of truth answered, with
+            // a record nobody can read. Accepting would hand the worker data
+            // it could only dead-letter; the agent keeps it instead.
+            return Decision {
+                verdict: Verdict::Undecidable(reason),
+                source: Source::None,
+                digest: Some(digest),
+            };
+        }
         if let Some(record) = self.inner.stale.as_ref().and_then(|s| s.get(&digest)) {
             return Decision {
                 verdict: record.verdict(AuthMode::Confirmed),
@@ -419,27 +458,36 @@ impl Authenticator {
     }
 
     /// Asks the stores about a digest (on a cache miss).
+    ///
+    /// A primary's acceptance is final; its rejection (absent, revoked,
+    /// suspended) is a hint that the source of truth confirms before it
+    /// becomes a verdict: a cache may accept, only the source of truth may
+    /// reject.
     async fn resolve(&self, digest: KeyDigest) -> Result<Answer, UndecidableReason> {
         let s = &self.inner.settings;
         let mut reason = UndecidableReason::StoresUnavailable;
         if let Some(primary) = &self.inner.primary {
             match self.lookup(primary, &digest, s.primary_timeout_ms).await {
-                Ok(Lookup::Found(r)) => return Ok(Answer::Found(Arc::new(r), primary.name())),
+                Ok(Lookup::Found(r)) if r.accepts() => {
+                    return Ok(Answer::found(r, primary.name()));
+                }
+                Ok(Lookup::Found(r)) => {
+                    self.forget_stale(&digest, Some(&r));
+                    return self
+                        .confirm(Answer::found(r, primary.name()), &digest)
+                        .await;
+                }
                 Ok(Lookup::Absent) => {
-                    let Some(truth) = self.inner.truth.as_ref().filter(|_| s.confirm_absent) else {
-                        // No source of truth to ask, or confirmation turned
-                        // off by the operator: the primary's word is final.
-                        return Ok(Answer::Absent(primary.name()));
-                    };
-                    if !self.take_confirmation() {
-                        self.inner.metrics.confirmations_throttled.inc();
-                        return if s.trust_primary_when_throttled {
-                            Ok(Answer::Absent(primary.name()))
-                        } else {
-                            Err(UndecidableReason::ConfirmationThrottled)
-                        };
-                    }
-                    return self.ask_truth(truth, &digest).await;
+                    self.forget_stale(&digest, None);
+                    let answer = self.confirm(Answer::Absent(primary.name()), &digest).await;
+                    return answer.map(|a| match a {
+                        Answer::Found { record, store, .. } => Answer::Found {
+                            record,
+                            store,
+                            lagging: true,
+                        },
+                        absent => absent,
+                    });
                 }
                 Ok(Lookup::NotLoaded) => reason = UndecidableReason::NotPopulated,
                 Err(e) => reason = UndecidableReason::from(&e),
@@ -451,6 +499,26 @@ impl Authenticator {
         }
     }
 
+    /// Turns a primary's rejection into a verdict by asking the source of
+    /// truth, within the confirmation budget.
+    async fn confirm(&self, hint: Answer, digest: &KeyDigest) -> Result<Answer, UndecidableReason> {
+        let s = &self.inner.settings;
+        let Some(truth) = self.inner.truth.as_ref().filter(|_| s.confirm_rejections) else {
+            // No source of truth to ask, or confirmation turned off by the
+            // operator: the primary's word is final.
+            return Ok(hint);
+        };
+        if !self.take_confirmation() {
+            self.inner.metrics.confirmations_throttled.inc();
+            return if s.trust_primary_when_throttled {
+                Ok(hint)
+            } else {
+                Err(UndecidableReason::ConfirmationThrottled)
+            };
+        }
+        self.ask_truth(truth, digest).await
+    }
+
     async fn ask_truth(
         &self,
         truth: &SharedStore,
@@ -458,10 +526,35 @@ impl Authenticator {
     ) -> Result<Answer, UndecidableReason> {
         let timeout = self.inner.settings.truth_timeout_ms;
         match self.lookup(truth, digest, timeout).await {
-            Ok(Lookup::Found(r)) => Ok(Answer::Found(Arc::new(r), truth.name())),
-            Ok(Lookup::Absent) => Ok(Answer::Absent(truth.name())),
+            Ok(Lookup::Found(r)) => {
+                if !r.accepts() {
+                    self.forget_stale(digest, Some(&r));
+                }
+                Ok(Answer::found(r, truth.name()))
+            }
+            Ok(Lookup::Absent) => {
+                self.forget_stale(digest, None);
+                Ok(Answer::Absent(truth.name()))
+            }
             Ok(Lookup::NotLoaded) => Err(UndecidableReason::NotPopulated),
             Err(e) => Err(UndecidableReason::from(&e)),
+        }
+    }
+
+    /// A fresh answer that does not accept the key (absent, or a rejecting
+    /// record at least as new as the remembered acceptance) ends its
+    /// stale-if-error grace: stale-if-error never outlives a revocation.
+    fn forget_stale(&self, digest: &KeyDigest, rejecting: Option<&KeyRecord>) {
+        let Some(stale) = &self.inner.stale else {
+            return;
+        };
+        let outdated = match (stale.get(digest), rejecting) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(accepted), Some(r)) => r.revision >= accepted.revision,
+        };
+        if outdated {
+            stale.invalidate(digest);
         }
     }
 
@@ -529,6 +622,21 @@ impl Authenticator {
             .inc();
     }
 
+    /// Forgets everything after a full reload of the primary, stale
+    /// entries included: the reload may carry revocations this instance
+    /// never heard of, and stale-if-error must not outlive them.
+    pub fn invalidate_after_reload(&self) {
+        self.inner.cache.invalidate_all();
+        if let Some(stale) = &self.inner.stale {
+            stale.invalidate_all();
+        }
+        self.inner
+            .metrics
+            .invalidations
+            .with_label_values(&["reload"])
+            .inc();
+    }
+
     /// The metrics this authenticator records into.
     pub fn metrics(&self) -> &AuthMetrics {
         &self.inner.metrics
@@ -568,6 +676,15 @@ impl Authenticator {
                 }
             }
         );
+        if let Some((_, Readiness::Populated { generation, .. })) = &primary {
+            let before = self
+                .inner
+                .primary_generation
+                .swap(*generation, std::sync::atomic::Ordering::Relaxed);
+            if before != 0 && before != *generation {
+                self.invalidate_after_reload();
+            }
+        }
         let m = &self.inner.metrics;
         for (name, state) in primary.iter().chain(truth.iter()) {
             m.store_ready

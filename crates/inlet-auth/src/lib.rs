@@ -74,7 +74,7 @@ pub use metrics::{AuthMetrics, SyncMetrics};
 #[cfg(feature = "mongo")]
 pub use mongo_store::MongoStore;
 #[cfg(feature = "redis")]
-pub use redis_store::{Invalidation, Marker, RedisStore};
+pub use redis_store::{Commit, Invalidation, Load, Marker, Put, RedisStore};
 pub use settings::{
     AuthSettings, InvalidSetting, MongoSettings, PrimaryStore, RedisSettings, SigningSettings,
 };

@@ -165,11 +165,13 @@ pub struct SyncMetrics {
     pub keys: IntGauge,
     /// `inlet_sync_backfill_duration_seconds`: one full load.
     pub backfill_duration: Histogram,
-    /// `inlet_sync_backfills_total{outcome}`: `completed` or `failed`.
+    /// `inlet_sync_backfills_total{outcome}`: `completed`, `superseded` (another
+    /// sync committed a newer generation), `lease_lost` (Redis flushed during
+    /// the load) or `failed`.
     pub backfills: IntCounterVec,
     /// `inlet_sync_changes_total{mode, kind}`: changes applied while
     /// following (`mode`: `stream` or `poll`; `kind`: `key`, `account`,
-    /// `delete`).
+    /// `key_deleted`, `account_deleted`).
     pub changes: IntCounterVec,
     /// `inlet_sync_lag_seconds`: age of the newest change applied when it
     /// was applied (source-of-truth `updated_at` to Redis write).
@@ -179,6 +181,11 @@ pub struct SyncMetrics {
     pub last_change: prometheus::Gauge,
     /// `inlet_sync_following`: 1 while following changes, 0 otherwise.
     pub following: IntGauge,
+    /// `inlet_sync_unusable_keys{reason}`: key documents left out of Redis
+    /// at the last load (`unreadable`: the document or its account's cannot
+    /// be read — pushes with such a key get 503 `key_record_unreadable`;
+    /// `no_account`: the account does not exist — 401).
+    pub unusable_keys: IntGaugeVec,
 }
 
 impl SyncMetrics {
@@ -203,6 +210,7 @@ impl SyncMetrics {
             Box::new(self.lag_seconds.clone()),
             Box::new(self.last_change.clone()),
             Box::new(self.following.clone()),
+            Box::new(self.unusable_keys.clone()),
         ]
     }
 
@@ -226,7 +234,7 @@ impl SyncMetrics {
             backfills: IntCounterVec::new(
                 Opts::new(
                     "inlet_sync_backfills_total",
-                    "Full key loads by outcome (completed, failed).",
+                    "Full key loads by outcome (completed, superseded, lease_lost, failed).",
                 ),
                 &["outcome"],
             )?,
@@ -246,6 +254,13 @@ impl SyncMetrics {
                 "When a change was last applied to Redis (Unix seconds).",
             )?,
             following: IntGauge::new("inlet_sync_following", "1 while the sync follows changes.")?,
+            unusable_keys: IntGaugeVec::new(
+                Opts::new(
+                    "inlet_sync_unusable_keys",
+                    "Key documents left out of Redis at the last load, by reason (unreadable, no_account).",
+                ),
+                &["reason"],
+            )?,
         })
     }
 }

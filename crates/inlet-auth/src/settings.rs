@@ -34,9 +34,12 @@ pub struct AuthSettings {
     /// How often the key file is checked for changes, milliseconds.
     /// Default 2000.
     pub key_file_poll_ms: u64,
-    /// Confirm a populated primary's "absent" with the source of truth
-    /// before answering "unknown key" (sync lag). Default `true`.
-    pub confirm_absent: bool,
+    /// Confirm a primary's rejection — "absent" from a populated primary,
+    /// or a record saying revoked or suspended — with the source of truth
+    /// before answering 401/403 (the primary may lag behind any writer of
+    /// the source of truth). Default `true`. (Formerly `confirm_absent`.)
+    #[serde(alias = "confirm_absent")]
+    pub confirm_rejections: bool,
     /// Sustained confirmations per second allowed against the source of
     /// truth, per instance. Default 50.
     pub confirm_rate_per_s: u32,
@@ -51,9 +54,12 @@ pub struct AuthSettings {
     /// How long a found key record is cached, seconds. Default 30.
     /// Revocations evict entries at once through the invalidation channel.
     pub positive_ttl_s: u64,
-    /// How long a confirmed "unknown" is cached, seconds. Default 5. Key
-    /// creation evicts entries at once.
-    pub negative_ttl_s: u64,
+    /// How long a rejection (unknown, revoked, suspended) is cached,
+    /// milliseconds. Default 1000, at most 1500. Also the longest a key
+    /// re-activated by a writer whose invalidation did not arrive is still
+    /// rejected (the promise is 2 s). Key creation and re-activation through
+    /// Inlet evict entries at once. (Replaces `negative_ttl_s`.)
+    pub negative_ttl_ms: u64,
     /// Stale-if-error: a key accepted within this many seconds stays
     /// accepted while every store fails. Default 600. 0 disables.
     pub stale_grace_s: u64,
@@ -78,13 +84,13 @@ impl Default for AuthSettings {
             source_of_truth: true,
             key_file: PathBuf::from("config/keys.toml"),
             key_file_poll_ms: 2_000,
-            confirm_absent: true,
+            confirm_rejections: true,
             confirm_rate_per_s: 50,
             confirm_burst: 100,
             trust_primary_when_throttled: false,
             cache_max_entries: 100_000,
             positive_ttl_s: 30,
-            negative_ttl_s: 5,
+            negative_ttl_ms: 1_000,
             stale_grace_s: 600,
             provisional: true,
             primary_timeout_ms: 250,
@@ -123,13 +129,19 @@ impl AuthSettings {
         if self.cache_max_entries == 0 {
             return invalid("auth.cache_max_entries", "must be at least 1");
         }
+        if !(1..=1_500).contains(&self.negative_ttl_ms) {
+            return invalid(
+                "auth.negative_ttl_ms",
+                "must be from 1 to 1500: a re-activated key must be accepted again within 2 s",
+            );
+        }
         if self.positive_ttl_s == 0 {
             return invalid("auth.positive_ttl_s", "must be at least 1");
         }
         if self.primary_timeout_ms == 0 || self.truth_timeout_ms == 0 {
             return invalid("auth.primary_timeout_ms", "timeouts must be at least 1 ms");
         }
-        if self.confirm_absent && self.confirm_burst == 0 {
+        if self.confirm_rejections && self.confirm_burst == 0 {
             return invalid("auth.confirm_burst", "must be at least 1");
         }
         if self.readiness_interval_ms < 50 {

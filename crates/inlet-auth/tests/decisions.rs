@@ -384,10 +384,25 @@ async fn without_source_of_truth_the_primary_is_final_and_cold_is_undecidable() 
     );
 }
 
+/// How far the primary is behind the source of truth about a valid key.
+#[derive(Debug, Clone, Copy)]
+enum Lag {
+    /// The primary holds the same record.
+    InSync,
+    /// The primary does not hold the key yet (sync lag).
+    Missing,
+    /// The primary still holds the key as revoked (it was re-activated).
+    StaleRevoked,
+    /// The primary still holds the account as suspended (it was
+    /// re-activated).
+    StaleSuspended,
+}
+
 /// Exhaustive: for a valid key, with stores that either answer truthfully
 /// or fail (cold, down, timeout, hang), in every combination, the verdict
-/// is never a rejection. (A populated primary may lag: "absent" there is
-/// also a failure mode, as long as a source of truth exists to confirm.)
+/// is never a rejection. A primary that lags — missing the key, or still
+/// holding an older rejection — is also a failure mode, as long as a source
+/// of truth exists to confirm: a cache may accept, never reject.
 #[tokio::test]
 async fn no_store_failure_ever_yields_a_rejection() {
     let modes = [
@@ -397,9 +412,15 @@ async fn no_store_failure_ever_yields_a_rejection() {
         Mode::Timeout,
         Mode::Hang,
     ];
+    let lags = [
+        Lag::InSync,
+        Lag::Missing,
+        Lag::StaleRevoked,
+        Lag::StaleSuspended,
+    ];
     let mut combinations = 0;
     for primary_mode in modes {
-        for primary_lags in [false, true] {
+        for lag in lags {
             for truth_mode in modes {
                 for signed in [true, false] {
                     for seen_before in [true, false] {
@@ -416,15 +437,27 @@ async fn no_store_failure_ever_yields_a_rejection() {
                                 ApiKey::parse_format(&format!("legacy-{:016x}", rand_u64()))
                                     .unwrap()
                             };
-                            let r = record(
-                                key.key_id().unwrap_or(KeyId::from_u64(1)),
-                                "acme",
-                                KeyState::Active,
-                                AccountState::Active,
-                            );
+                            let key_id = key.key_id().unwrap_or(KeyId::from_u64(1));
+                            let mut r =
+                                record(key_id, "acme", KeyState::Active, AccountState::Active);
+                            r.revision = 2;
                             s.truth_data.upsert(key.digest(), r.clone());
-                            if !primary_lags {
-                                s.primary_data.upsert(key.digest(), r);
+                            let stale = |k, a| {
+                                let mut old = record(key_id, "acme", k, a);
+                                old.revision = 1;
+                                old
+                            };
+                            match lag {
+                                Lag::InSync => s.primary_data.upsert(key.digest(), r),
+                                Lag::Missing => {}
+                                Lag::StaleRevoked => s.primary_data.upsert(
+                                    key.digest(),
+                                    stale(KeyState::Revoked, AccountState::Active),
+                                ),
+                                Lag::StaleSuspended => s.primary_data.upsert(
+                                    key.digest(),
+                                    stale(KeyState::Active, AccountState::Suspended),
+                                ),
                             }
                             if seen_before {
                                 let _ = s.auth.decide(Some(key.expose_secret())).await;
@@ -435,7 +468,7 @@ async fn no_store_failure_ever_yields_a_rejection() {
                             let d = s.auth.decide(Some(key.expose_secret())).await;
                             assert!(
                                 matches!(d.verdict, Verdict::Accepted(_) | Verdict::Undecidable(_)),
-                                "primary {primary_mode:?} lagging={primary_lags}, truth {truth_mode:?}, \
+                                "primary {primary_mode:?} {lag:?}, truth {truth_mode:?}, \
                                  signed={signed}, seen={seen_before}, provisional={provisional}: {d:?}"
                             );
                             if signed && provisional {
@@ -451,7 +484,217 @@ async fn no_store_failure_ever_yields_a_rejection() {
             }
         }
     }
-    assert_eq!(combinations, 5 * 2 * 5 * 2 * 2 * 2);
+    assert_eq!(combinations, 5 * 4 * 5 * 2 * 2 * 2);
+}
+
+#[tokio::test]
+async fn a_primary_rejection_is_confirmed_by_the_source_of_truth() {
+    let s = setup();
+    let legacy = |n: u32| ApiKey::parse_format(&format!("legacy-confirm-key-{n:06}")).unwrap();
+    let put = |key: &ApiKey, primary: (KeyState, AccountState), truth: (KeyState, AccountState)| {
+        let id = KeyId::from_u64(7);
+        let mut old = record(id, "acme", primary.0, primary.1);
+        old.revision = 1;
+        s.primary_data.upsert(key.digest(), old);
+        let mut new = record(id, "acme", truth.0, truth.1);
+        new.revision = 2;
+        s.truth_data.upsert(key.digest(), new);
+    };
+    use AccountState as A;
+    use KeyState as K;
+
+    // Re-activated in the source of truth; the primary still says revoked
+    // or suspended: accepted, on MongoDB's word.
+    let reactivated = legacy(1);
+    put(
+        &reactivated,
+        (K::Revoked, A::Active),
+        (K::Active, A::Active),
+    );
+    let d = decide(&s, &reactivated).await;
+    assert!(matches!(d.verdict, Verdict::Accepted(_)), "{d:?}");
+    assert_eq!(d.source, Source::Store("mongo"));
+    let resumed = legacy(2);
+    put(&resumed, (K::Active, A::Suspended), (K::Active, A::Active));
+    assert!(matches!(
+        decide(&s, &resumed).await.verdict,
+        Verdict::Accepted(_)
+    ));
+
+    // Both agree: rejected, by the source of truth.
+    let revoked = legacy(3);
+    put(&revoked, (K::Revoked, A::Active), (K::Revoked, A::Active));
+    let d = decide(&s, &revoked).await;
+    assert_eq!(
+        (d.verdict, d.source),
+        (Verdict::RevokedKey, Source::Store("mongo"))
+    );
+    let suspended = legacy(4);
+    put(
+        &suspended,
+        (K::Active, A::Suspended),
+        (K::Active, A::Suspended),
+    );
+    let d = decide(&s, &suspended).await;
+    assert_eq!(
+        (d.verdict, d.source),
+        (Verdict::SuspendedAccount, Source::Store("mongo"))
+    );
+
+    // The source of truth unreachable: the primary's rejection is no
+    // verdict.
+    let unconfirmed = legacy(5);
+    put(
+        &unconfirmed,
+        (K::Revoked, A::Active),
+        (K::Revoked, A::Active),
+    );
+    s.truth.set(Mode::Down);
+    let d = decide(&s, &unconfirmed).await;
+    assert_eq!(
+        d.verdict,
+        Verdict::Undecidable(UndecidableReason::StoresUnavailable),
+        "{d:?}"
+    );
+    s.truth.set(Mode::Normal);
+
+    // Throttled confirmations: undecidable, unless the operator trusts the
+    // primary.
+    let s = setup_with(AuthSettings {
+        confirm_rate_per_s: 1,
+        confirm_burst: 1,
+        ..settings()
+    });
+    let mut answers = Vec::new();
+    for n in 10..14 {
+        let key = legacy(n);
+        let r = record(KeyId::from_u64(9), "acme", K::Revoked, A::Active);
+        s.primary_data.upsert(key.digest(), r.clone());
+        s.truth_data.upsert(key.digest(), r);
+        answers.push(decide(&s, &key).await.verdict);
+    }
+    assert_eq!(answers[0], Verdict::RevokedKey);
+    assert!(
+        answers[1..]
+            .iter()
+            .all(|v| *v == Verdict::Undecidable(UndecidableReason::ConfirmationThrottled)),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_confirmed_rejection_is_cached_only_as_long_as_a_miss() {
+    let s = setup();
+    let key = legacy_key("legacy-negative-cache-01");
+    let id = KeyId::from_u64(11);
+    let revoked = record(id, "acme", KeyState::Revoked, AccountState::Active);
+    s.primary_data.upsert(key.digest(), revoked.clone());
+    s.truth_data.upsert(key.digest(), revoked);
+    assert_eq!(decide(&s, &key).await.verdict, Verdict::RevokedKey);
+    let d = decide(&s, &key).await;
+    assert_eq!((d.verdict, d.source), (Verdict::RevokedKey, Source::Cache));
+
+    // Re-activated in the source of truth by another writer; no
+    // invalidation reaches this instance, and the primary is not updated.
+    let mut active = record(id, "acme", KeyState::Active, AccountState::Active);
+    active.revision = 2;
+    s.truth_data.upsert(key.digest(), active);
+    let started = std::time::Instant::now();
+    loop {
+        if matches!(decide(&s, &key).await.verdict, Verdict::Accepted(_)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still rejected after 2 s: the cached rejection outlived the negative TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_rejection_removes_the_stale_entry() {
+    // From the source of truth.
+    let s = setup();
+    let key = new_key(&s, KeyState::Active, AccountState::Active, true);
+    assert!(matches!(
+        decide(&s, &key).await.verdict,
+        Verdict::Accepted(_)
+    ));
+    let mut revoked = record(
+        key.key_id().unwrap(),
+        "acme",
+        KeyState::Revoked,
+        AccountState::Active,
+    );
+    revoked.revision = 2;
+    s.truth_data.upsert(key.digest(), revoked.clone());
+    s.primary.set(Mode::Down);
+    s.auth.invalidate_all();
+    assert_eq!(decide(&s, &key).await.verdict, Verdict::RevokedKey);
+    s.truth.set(Mode::Down);
+    s.auth.invalidate_all();
+    let d = decide(&s, &key).await;
+    assert_ne!(d.source, Source::Stale, "{d:?}");
+    assert!(
+        !matches!(d.verdict, Verdict::Accepted(ref g) if g.mode == AuthMode::Confirmed),
+        "{d:?}"
+    );
+
+    // From the primary, while the source of truth cannot confirm it.
+    let s = setup();
+    let key = new_key(&s, KeyState::Active, AccountState::Active, true);
+    assert!(matches!(
+        decide(&s, &key).await.verdict,
+        Verdict::Accepted(_)
+    ));
+    s.primary_data.upsert(key.digest(), revoked);
+    s.truth.set(Mode::Down);
+    s.auth.invalidate_all();
+    let d = decide(&s, &key).await;
+    assert_ne!(d.source, Source::Stale, "{d:?}");
+    assert!(
+        !matches!(d.verdict, Verdict::Accepted(ref g) if g.mode == AuthMode::Confirmed),
+        "{d:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_reload_forgets_stale_entries() {
+    let s = setup();
+    let key = new_key(&s, KeyState::Active, AccountState::Active, true);
+    assert!(matches!(
+        decide(&s, &key).await.verdict,
+        Verdict::Accepted(_)
+    ));
+    // An ordinary flush of the cache keeps the stale entry…
+    s.auth.invalidate_all();
+    s.primary.set(Mode::Down);
+    s.truth.set(Mode::Down);
+    assert_eq!(decide(&s, &key).await.source, Source::Stale);
+    // …a full reload of the primary does not: it may carry a revocation
+    // this instance never saw.
+    s.auth.invalidate_after_reload();
+    let d = decide(&s, &key).await;
+    assert_ne!(d.source, Source::Stale, "{d:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_record_is_undecidable_with_its_own_reason_and_never_provisional() {
+    let s = setup();
+    let key = new_key(&s, KeyState::Active, AccountState::Active, false);
+    s.truth.set(Mode::Corrupt);
+    let d = decide(&s, &key).await;
+    assert_eq!(
+        d.verdict,
+        Verdict::Undecidable(UndecidableReason::RecordUnreadable),
+        "a signed key whose record cannot be read is not accepted provisionally: {d:?}"
+    );
+    assert_eq!(d.verdict.code(), "key_record_unreadable");
+}
+
+fn legacy_key(text: &str) -> ApiKey {
+    ApiKey::parse_format(text).unwrap()
 }
 
 fn rand_u64() -> u64 {

@@ -5,116 +5,21 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Scripted, issuer, verifier};
+use common::{
+    Fixture, LookupForTest as _, Scripted, insert_keys, issuer, migrations, redis_settings,
+};
 use futures::TryStreamExt as _;
 use inlet_auth::admin::{KeyAdmin, LegacyKey};
-use inlet_auth::migrate::{Migration, Migrator};
+use inlet_auth::migrate::Migrator;
 use inlet_auth::sync::{FollowMode, KeySync, SyncSettings};
-use inlet_auth::{
-    AuthSettings, Authenticator, Lookup, MongoStore, RedisSettings, RedisStore, SharedStore,
-    Source, SyncMetrics,
-};
-use inlet_domain::{
-    AccountId, AccountState, ApiKey, AuthMode, KeyError, UndecidableReason, Verdict,
-};
-use inlet_testkit::{FaultProxy, TestMongo, TestRedis, wait_for, wait_until};
+use inlet_auth::{Lookup, MongoStore, RedisStore, Source, SyncMetrics};
+use inlet_domain::{AccountState, ApiKey, AuthMode, KeyError, UndecidableReason, Verdict};
+use inlet_testkit::{FaultProxy, TestMongo, wait_for, wait_until};
 use mongodb::bson::doc;
 use tokio_util::sync::CancellationToken;
-
-struct Fixture {
-    redis_t: TestRedis,
-    mongo_t: TestMongo,
-    redis: RedisStore,
-    mongo: MongoStore,
-    admin: KeyAdmin,
-}
-
-fn redis_settings(url: &str, prefix: &str) -> RedisSettings {
-    RedisSettings {
-        url: url.to_owned(),
-        prefix: prefix.to_owned(),
-        command_timeout_ms: 300,
-        connect_timeout_ms: 300,
-        pool_wait_ms: 300,
-        ..RedisSettings::default()
-    }
-}
-
-fn migrations() -> Vec<Migration> {
-    Migration::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")).unwrap()
-}
-
-impl Fixture {
-    async fn new() -> Fixture {
-        let redis_t = TestRedis::new().await;
-        let mongo_t = TestMongo::new().await;
-        let redis = RedisStore::new(&redis_settings(&redis_t.url, &redis_t.prefix)).unwrap();
-        let mongo = MongoStore::new(mongo_t.db());
-        Migrator::new(mongo_t.db(), migrations())
-            .unwrap()
-            .run()
-            .await
-            .unwrap();
-        let admin = KeyAdmin::new(mongo.clone()).with_redis(redis.clone());
-        Fixture {
-            redis_t,
-            mongo_t,
-            redis,
-            mongo,
-            admin,
-        }
-    }
-
-    fn sync(&self, follow: FollowMode) -> KeySync {
-        KeySync::new(
-            self.mongo.clone(),
-            self.redis.clone(),
-            SyncSettings {
-                follow,
-                poll_interval_ms: 100,
-                ..SyncSettings::default()
-            },
-            SyncMetrics::unregistered().unwrap(),
-        )
-    }
-
-    fn auth(&self, primary: SharedStore, truth: Option<SharedStore>) -> Authenticator {
-        let mut b = Authenticator::builder(AuthSettings {
-            primary_timeout_ms: 500,
-            truth_timeout_ms: 2_000,
-            ..AuthSettings::default()
-        })
-        .primary(primary)
-        .verifier(verifier());
-        if let Some(t) = truth {
-            b = b.source_of_truth(t);
-        }
-        b.build().unwrap()
-    }
-
-    async fn account(&self, id: &str) -> AccountId {
-        let id = AccountId::parse(id).unwrap();
-        self.admin.create_account(&id, None).await.unwrap();
-        id
-    }
-
-    async fn key(&self, account: &AccountId) -> ApiKey {
-        self.admin
-            .create_key(&issuer(), account, None)
-            .await
-            .unwrap()
-            .0
-    }
-
-    async fn cleanup(&self) {
-        self.redis_t.cleanup().await;
-        self.mongo_t.cleanup().await;
-    }
-}
 
 fn accepted(v: &Verdict) -> bool {
     matches!(v, Verdict::Accepted(_))
@@ -192,18 +97,19 @@ async fn every_verdict_path_with_real_stores() {
     );
     let d = auth.decide(Some(key.expose_secret())).await;
     assert!(accepted(&d.verdict) && d.source == Source::Cache);
-    // Revoked and suspended, from Redis.
+    assert_eq!(mongo.calls(), 0, "acceptances are decided by Redis");
+    // Revoked and suspended: Redis says so, MongoDB decides.
+    let d = auth.decide(Some(revoked.expose_secret())).await;
     assert_eq!(
-        auth.decide(Some(revoked.expose_secret())).await.verdict,
-        Verdict::RevokedKey
+        (d.verdict, d.source),
+        (Verdict::RevokedKey, Source::Store("mongo"))
     );
+    let d = auth.decide(Some(suspended_key.expose_secret())).await;
     assert_eq!(
-        auth.decide(Some(suspended_key.expose_secret()))
-            .await
-            .verdict,
-        Verdict::SuspendedAccount
+        (d.verdict, d.source),
+        (Verdict::SuspendedAccount, Source::Store("mongo"))
     );
-    assert_eq!(mongo.calls(), 0, "all decided by Redis");
+    assert_eq!(mongo.calls(), 2, "each rejection confirmed once");
 
     // Sync lag: a key only MongoDB has yet (written without Redis).
     let fresh = KeyAdmin::new(f.mongo.clone())
@@ -409,27 +315,6 @@ async fn revocation_reaches_a_running_authenticator_within_two_seconds() {
     f.cleanup().await;
 }
 
-async fn insert_keys(f: &Fixture, account: &AccountId, n: usize) {
-    let now = mongodb::bson::DateTime::now();
-    let docs: Vec<inlet_auth::mongo_store::KeyDoc> = (0..n)
-        .map(|i| inlet_auth::mongo_store::KeyDoc {
-            key_id: format!("{:016x}", i as u64 + 1_000_000),
-            digest: inlet_domain::KeyDigest::of_secret(&format!("bulk-legacy-key-{i:012}"))
-                .to_hex(),
-            account_id: account.to_string(),
-            state: inlet_domain::KeyState::Active,
-            app: None,
-            legacy: true,
-            revision: 1,
-            created_at: now,
-            updated_at: now,
-        })
-        .collect();
-    for chunk in docs.chunks(5_000) {
-        f.mongo.keys().insert_many(chunk.to_vec()).await.unwrap();
-    }
-}
-
 #[tokio::test]
 async fn sync_loads_100k_keys_and_flips_the_marker_only_at_the_end() {
     let f = Fixture::new().await;
@@ -629,17 +514,6 @@ async fn mongo_store_joins_account_state() {
     assert_eq!(n, 1);
     assert!(f.mongo.lookup_for_test(&issuer().issue()).await == Lookup::Absent);
     f.cleanup().await;
-}
-
-/// Test-only shorthand.
-trait LookupForTest {
-    async fn lookup_for_test(&self, key: &ApiKey) -> Lookup;
-}
-
-impl<S: inlet_auth::KeyStore> LookupForTest for S {
-    async fn lookup_for_test(&self, key: &ApiKey) -> Lookup {
-        self.lookup(&key.digest()).await.unwrap()
-    }
 }
 
 #[tokio::test]

@@ -60,6 +60,11 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// Whether this record lets the key push (active key, active account).
+    pub fn accepts(&self) -> bool {
+        self.key_state == KeyState::Active && self.account_state == AccountState::Active
+    }
+
     /// The verdict this record implies. Revocation outranks suspension:
     /// a revoked key stays revoked whatever the account does.
     pub fn verdict(&self, mode: AuthMode) -> Verdict {
@@ -129,6 +134,10 @@ pub enum UndecidableReason {
     /// source of truth was refused by the confirmation rate limit (a flood
     /// of unknown keys). Only the source of truth may say "unknown".
     ConfirmationThrottled,
+    /// The source of truth holds a record for the key that cannot be read
+    /// (a document another writer left unparseable): not a verdict on the
+    /// key, and not a passing outage either.
+    RecordUnreadable,
 }
 
 impl UndecidableReason {
@@ -139,6 +148,7 @@ impl UndecidableReason {
             UndecidableReason::Timeout => "timeout",
             UndecidableReason::NotPopulated => "not_populated",
             UndecidableReason::ConfirmationThrottled => "confirmation_throttled",
+            UndecidableReason::RecordUnreadable => "record_unreadable",
         }
     }
 }
@@ -199,6 +209,7 @@ impl Verdict {
             Verdict::RevokedKey => "revoked_key",
             Verdict::SuspendedAccount => "account_suspended",
             Verdict::Malformed(e) => e.code(),
+            Verdict::Undecidable(UndecidableReason::RecordUnreadable) => "key_record_unreadable",
             Verdict::Undecidable(_) => "auth_unavailable",
         }
     }
@@ -309,6 +320,11 @@ mod tests {
                 Verdict::Undecidable(UndecidableReason::ConfirmationThrottled),
                 Disposition::RetryLater,
                 "auth_unavailable",
+            ),
+            (
+                Verdict::Undecidable(UndecidableReason::RecordUnreadable),
+                Disposition::RetryLater,
+                "key_record_unreadable",
             ),
         ];
         for (verdict, disposition, code) in cases {

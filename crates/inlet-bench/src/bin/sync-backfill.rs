@@ -86,7 +86,6 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     let _ = mongo.database().drop().await;
-    let removed = redis.delete_older_generations(u64::MAX).await?;
-    let _ = removed;
+    redis.clear().await?;
     Ok(())
 }

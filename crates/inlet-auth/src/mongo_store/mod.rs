@@ -12,9 +12,23 @@
 //!
 //! A lookup joins the key with its account in one round trip (`$lookup`).
 //! The source of truth is always complete: when it answers, "absent" means
-//! unknown.
+//! unknown. A key whose account does not exist (deleted by another writer)
+//! is absent too: it has no owner that could push. A document that cannot
+//! be read is neither: it is [`StoreError::Corrupt`], never a verdict.
+//!
+//! Other applications write these collections directly (the vendor's main
+//! app creates, changes and deletes accounts and keys): everything here,
+//! and the key sync, reads documents one by one, so one unreadable document
+//! never hides the others.
+//!
+//! # Layout
+//!
+//! - this module: document types, the store and its lookups;
+//! - [`changes`]: what the key sync reads — full scans, change streams,
+//!   polling, and the id sweep that finds deletions when polling.
 
-use std::collections::HashMap;
+pub mod changes;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +36,7 @@ use futures::TryStreamExt as _;
 use inlet_domain::{
     AccountId, AccountState, AppName, KeyDigest, KeyId, KeyRecord, KeyState, RateLimit,
 };
-use mongodb::bson::{self, Document, doc};
+use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
 use serde::{Deserialize, Serialize};
@@ -78,14 +92,6 @@ pub struct KeyDoc {
     pub created_at: bson::DateTime,
     /// Last change.
     pub updated_at: bson::DateTime,
-}
-
-#[derive(Debug, Deserialize)]
-struct JoinedKey {
-    #[serde(flatten)]
-    key: KeyDoc,
-    #[serde(default)]
-    account: Vec<AccountDoc>,
 }
 
 /// Builds a [`KeyRecord`] from a key and its account.
@@ -169,39 +175,11 @@ impl MongoStore {
         self.db.collection(API_KEYS)
     }
 
-    /// Every account, by id (accounts are few next to keys).
-    pub async fn all_accounts(&self) -> Result<HashMap<String, AccountDoc>, StoreError> {
-        let mut cursor = self
-            .accounts()
-            .find(doc! {})
-            .await
-            .map_err(|e| mongo_error(&e))?;
-        let mut out = HashMap::new();
-        while let Some(a) = cursor.try_next().await.map_err(|e| mongo_error(&e))? {
-            out.insert(a.id.clone(), a);
-        }
-        Ok(out)
-    }
-
-    /// A cursor over every key, in `_id` order, `batch` documents per round trip.
-    pub async fn all_keys(&self, batch: u32) -> Result<mongodb::Cursor<KeyDoc>, StoreError> {
-        self.keys()
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .batch_size(batch)
-            .await
-            .map_err(|e| mongo_error(&e))
-    }
-
-    /// The record of one key (by id), joined with its account.
-    pub async fn record_by_key_id(
+    /// One key (the first matching `filter`) joined with its account.
+    pub(crate) async fn joined_entry(
         &self,
-        key_id: &str,
-    ) -> Result<Option<(KeyDigest, KeyRecord)>, StoreError> {
-        self.joined(doc! { "_id": key_id }).await
-    }
-
-    async fn joined(&self, filter: Document) -> Result<Option<(KeyDigest, KeyRecord)>, StoreError> {
+        filter: Document,
+    ) -> Result<Option<KeyEntry>, StoreError> {
         let pipeline = [
             doc! { "$match": filter },
             doc! { "$limit": 1 },
@@ -218,26 +196,116 @@ impl MongoStore {
             .aggregate(pipeline)
             .await
             .map_err(|e| mongo_error(&e))?;
-        let Some(raw) = cursor.try_next().await.map_err(|e| mongo_error(&e))? else {
+        let Some(mut raw) = cursor.try_next().await.map_err(|e| mongo_error(&e))? else {
             return Ok(None);
         };
-        let joined: JoinedKey = bson::from_document(raw).map_err(|e| StoreError::Corrupt {
-            digest: KeyDigest::from_bytes([0; 32]),
-            reason: format!("key document: {e}"),
-        })?;
-        let digest = KeyDigest::parse(&joined.key.digest).unwrap_or(KeyDigest::from_bytes([0; 32]));
-        let Some(account) = joined.account.first() else {
-            return Err(StoreError::Corrupt {
-                digest,
-                reason: format!(
-                    "account {:?} of key {} does not exist",
-                    joined.key.account_id, joined.key.key_id
-                ),
-            });
+        let account = take_joined_account(&mut raw);
+        Ok(Some(KeyEntry::read(raw, account.as_ref())))
+    }
+}
+
+/// An account document, read (or why it could not be).
+pub type AccountRead = Result<AccountDoc, String>;
+
+/// Takes the `account` array a `$lookup` added to a key document: `None`
+/// when the account does not exist, `Some(Err(..))` when it cannot be read.
+pub(crate) fn take_joined_account(key: &mut Document) -> Option<AccountRead> {
+    let account = match key.remove("account") {
+        Some(Bson::Array(mut accounts)) if !accounts.is_empty() => accounts.swap_remove(0),
+        _ => return None,
+    };
+    Some(match account {
+        Bson::Document(d) => bson::from_document::<AccountDoc>(d).map_err(|e| e.to_string()),
+        other => Err(format!("not a document: {other}")),
+    })
+}
+
+/// A key document as read from the source of truth.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyEntry {
+    /// A key with a usable record.
+    Usable {
+        /// The key id.
+        key_id: KeyId,
+        /// Its digest.
+        digest: KeyDigest,
+        /// Its record, account state included.
+        record: KeyRecord,
+    },
+    /// A readable key whose account does not exist: it cannot push (the
+    /// source of truth's verdict is "unknown").
+    Orphan {
+        /// The key id.
+        key_id: KeyId,
+        /// Its digest.
+        digest: KeyDigest,
+        /// The missing account.
+        account_id: String,
+    },
+    /// A document that cannot be read: no verdict either way.
+    Unreadable {
+        /// The document's `_id`, as text.
+        id: String,
+        /// Its digest, when that field at least could be read.
+        digest: Option<KeyDigest>,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl KeyEntry {
+    /// Reads a key document given what is known of its account: `None`
+    /// when the account does not exist, `Some(Err(reason))` when its
+    /// document cannot be read.
+    pub fn read(key: Document, account: Option<&AccountRead>) -> KeyEntry {
+        let id = match key.get("_id") {
+            Some(Bson::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
         };
-        record_of(&joined.key, account)
-            .map(Some)
-            .map_err(|reason| StoreError::Corrupt { digest, reason })
+        let digest = key
+            .get_str("digest")
+            .ok()
+            .and_then(|d| KeyDigest::parse(d).ok());
+        let unreadable = |reason: String| KeyEntry::Unreadable {
+            id: id.clone(),
+            digest,
+            reason,
+        };
+        let key: KeyDoc = match bson::from_document(key) {
+            Ok(k) => k,
+            Err(e) => return unreadable(format!("key document: {e}")),
+        };
+        let account = match account {
+            None => {
+                return match (KeyId::parse(&key.key_id), digest) {
+                    (Ok(key_id), Some(digest)) => KeyEntry::Orphan {
+                        key_id,
+                        digest,
+                        account_id: key.account_id,
+                    },
+                    _ => unreadable("key document: invalid id or digest".into()),
+                };
+            }
+            Some(Err(reason)) => return unreadable(format!("account document: {reason}")),
+            Some(Ok(account)) => account,
+        };
+        match record_of(&key, account) {
+            Ok((digest, record)) => KeyEntry::Usable {
+                key_id: record.key_id,
+                digest,
+                record,
+            },
+            Err(reason) => unreadable(reason),
+        }
+    }
+
+    /// The digest, when known.
+    pub fn digest(&self) -> Option<KeyDigest> {
+        match self {
+            KeyEntry::Usable { digest, .. } | KeyEntry::Orphan { digest, .. } => Some(*digest),
+            KeyEntry::Unreadable { digest, .. } => *digest,
+        }
     }
 }
 
@@ -248,12 +316,18 @@ impl KeyStore for MongoStore {
     }
 
     async fn lookup(&self, digest: &KeyDigest) -> Result<Lookup, StoreError> {
-        Ok(
-            match self.joined(doc! { "digest": digest.to_hex() }).await? {
-                Some((_, record)) => Lookup::Found(record),
-                None => Lookup::Absent,
-            },
-        )
+        match self
+            .joined_entry(doc! { "digest": digest.to_hex() })
+            .await?
+        {
+            Some(KeyEntry::Usable { record, .. }) => Ok(Lookup::Found(record)),
+            // No key, or a key whose account does not exist: unknown.
+            None | Some(KeyEntry::Orphan { .. }) => Ok(Lookup::Absent),
+            Some(KeyEntry::Unreadable { id, reason, .. }) => Err(StoreError::Corrupt {
+                digest: *digest,
+                reason: format!("key {id}: {reason}"),
+            }),
+        }
     }
 
     async fn readiness(&self) -> Readiness {
