@@ -291,7 +291,7 @@ async fn every_batch_the_api_accepts_is_stored_exactly() {
     let env = Env::new().await;
     let key = env.provision();
     let http = reqwest::Client::new();
-    let (_api, _worker) = env.start(&http).await;
+    let (api, worker) = env.start(&http).await;
     let limits = shipped_limits();
     let batches = valid_batches::batches(&limits, inlet_domain::now_ms(), 24);
 
@@ -394,5 +394,6 @@ async fn every_batch_the_api_accepts_is_stored_exactly() {
             batches.len()
         );
     }
+    drop((api, worker));
     env.cleanup().await;
 }
