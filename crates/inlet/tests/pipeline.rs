@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use inlet_api::ApiSettings;
 use inlet_domain::BatchLimits;
 use inlet_testkit::{TestAmqp, TestMongo, TestRedis, free_port, wait_for, wait_until};
 use metrics::Scrape;
@@ -264,15 +265,19 @@ async fn pushed_data_reaches_stats_through_api_queue_and_worker() {
     env.cleanup().await;
 }
 
-/// The `[limits]` the binaries run with (`config/default.toml`).
-fn shipped_limits() -> BatchLimits {
+/// The `[limits]` and `[api]` the binaries run with
+/// (`config/default.toml`).
+fn shipped_limits() -> (BatchLimits, ApiSettings) {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../config/default.toml"
     ))
     .unwrap();
     let mut config: toml::Table = toml::from_str(&text).unwrap();
-    config.remove("limits").unwrap().try_into().unwrap()
+    (
+        config.remove("limits").unwrap().try_into().unwrap(),
+        config.remove("api").unwrap().try_into().unwrap(),
+    )
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -292,17 +297,23 @@ async fn every_batch_the_api_accepts_is_stored_exactly() {
     let key = env.provision();
     let http = reqwest::Client::new();
     let (api, worker) = env.start(&http).await;
-    let limits = shipped_limits();
-    let batches = valid_batches::batches(&limits, inlet_domain::now_ms(), 24);
+    let (limits, api_settings) = shipped_limits();
+    let batches = valid_batches::batches(
+        &limits,
+        api_settings.max_decoded_bytes,
+        inlet_domain::now_ms(),
+        24,
+    );
 
     // 1. Every batch is accepted (else the generator broke a rule).
     let started = Instant::now();
-    let mut items = 0;
+    let (mut items, mut largest) = (0, 0);
     for (i, b) in batches.iter().enumerate() {
         let json = serde_json::to_vec(b).unwrap();
         let body = gzip(&json);
         assert!(
-            json.len() <= 8 << 20 && body.len() <= 1 << 20,
+            json.len() <= api_settings.max_decoded_bytes
+                && body.len() <= api_settings.max_body_bytes,
             "batch {i} is larger than [api] allows: {} bytes, {} compressed",
             json.len(),
             body.len()
@@ -320,6 +331,7 @@ async fn every_batch_the_api_accepts_is_stored_exactly() {
         let text = resp.text().await.unwrap();
         assert_eq!(status, 202, "batch {i} (app {:?}) refused: {text}", b.app);
         items += b.transactions.len() + b.metrics.len() + b.errors.len();
+        largest = largest.max(json.len());
     }
 
     // 2. The worker applies every one; a retry or a dead letter is a
@@ -390,7 +402,8 @@ async fn every_batch_the_api_accepts_is_stored_exactly() {
     #[allow(clippy::print_stderr)]
     {
         eprintln!(
-            "{} batches, {items} samples, {buckets} buckets: applied {applied_after:?} after the first push",
+            "{} batches, {items} samples, {buckets} buckets, largest {largest} bytes decoded: \
+             applied {applied_after:?} after the first push",
             batches.len()
         );
     }

@@ -2,9 +2,10 @@
 //! with a `$` prefix, `.`, `=`, `,`, quotes, tabs and newlines, unicode,
 //! every string at its maximum length, metrics with the most tags, the
 //! tag maps `{"a=b": "c"}` and `{"a": "b=c"}` in one batch, timestamps at
-//! the edges of the accepted window, and one batch at the maximum item
-//! counts. Generated from a fixed seed, so every run pushes the same
-//! batches; [`model`] says what each one must leave in MongoDB.
+//! the edges of the accepted window, one batch at the maximum item counts
+//! and one just under `[api] max_decoded_bytes`. Generated from a fixed
+//! seed, so every run pushes the same batches (timestamps relative to the
+//! time of the run); [`model`] says what each one must leave in MongoDB.
 
 pub mod model;
 
@@ -315,10 +316,63 @@ fn at_max_counts(limits: &BatchLimits, now: i64, index: usize) -> WireBatch {
     }
 }
 
+/// One batch whose JSON is just under `max_decoded_bytes`: the most error
+/// samples, each with the longest message (in three-byte characters), and
+/// frames up to the size.
+fn near_max_decoded(
+    limits: &BatchLimits,
+    max_decoded_bytes: usize,
+    now: i64,
+    index: usize,
+) -> WireBatch {
+    let frame = WireFrame {
+        file: "app/日本.rb".repeat(limits.max_name_len / 10),
+        line: Some(u32::MAX),
+        function: Some("$f".into()),
+        in_app: Some(false),
+    };
+    let mut batch = WireBatch {
+        batch_id: Some(format!("awkward-{index}")),
+        agent: WireAgent {
+            name: "a".into(),
+            version: "1".into(),
+            hostname: None,
+        },
+        app: format!("{index:03}:near max decoded bytes"),
+        environment: "production".into(),
+        transactions: Vec::new(),
+        metrics: Vec::new(),
+        errors: (0..limits.max_errors)
+            .map(|i| WireErrorSample {
+                class: "$Big".into(),
+                message: "日".repeat(limits.max_message_len),
+                backtrace: Vec::new(),
+                action: None,
+                timestamp_ms: now - 60_000 + i as i64,
+            })
+            .collect(),
+    };
+    let size = |b: &WireBatch| serde_json::to_vec(b).map_or(usize::MAX, |j| j.len());
+    let frame_size = serde_json::to_vec(&frame).map_or(usize::MAX, |j| j.len()) + 1;
+    // Room for the frames, less each error's `"backtrace":[]` and a margin.
+    let room = max_decoded_bytes.saturating_sub(size(&batch) + limits.max_errors * 16 + 8_192);
+    let frames = (room / frame_size).min(limits.max_errors * limits.max_backtrace_frames);
+    for i in 0..frames {
+        let e = &mut batch.errors[i % limits.max_errors];
+        e.backtrace.push(frame.clone());
+    }
+    batch
+}
+
 /// `generated` batches from a fixed seed, then the batch at the maximum
-/// item counts. Batch `i` has the app name prefix `{i:03}:` and the batch
-/// id `awkward-{i}`.
-pub fn batches(limits: &BatchLimits, now: i64, generated: usize) -> Vec<WireBatch> {
+/// item counts and the one just under `max_decoded_bytes`. Batch `i` has
+/// the app name prefix `{i:03}:` and the batch id `awkward-{i}`.
+pub fn batches(
+    limits: &BatchLimits,
+    max_decoded_bytes: usize,
+    now: i64,
+    generated: usize,
+) -> Vec<WireBatch> {
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
@@ -332,5 +386,11 @@ pub fn batches(limits: &BatchLimits, now: i64, generated: usize) -> Vec<WireBatc
         })
         .collect();
     out.push(at_max_counts(limits, now, generated));
+    out.push(near_max_decoded(
+        limits,
+        max_decoded_bytes,
+        now,
+        generated + 1,
+    ));
     out
 }
