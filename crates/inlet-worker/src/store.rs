@@ -451,9 +451,10 @@ impl AggregateStore {
 }
 
 /// Tags as stored: `[{k, v}, …]`, sorted by key. Tag keys are user text,
-/// and user text is only ever a value: as field names, MongoDB refuses
-/// `$`-prefixed keys in updates of existing documents, and dotted ones
-/// cannot be addressed by path. Pairs are queried with
+/// and user text is only ever a value: as field names, `$`-prefixed keys
+/// are refused by some MongoDB updates (the rules differ between inserts,
+/// updates of existing documents and pipelines), and dotted ones cannot
+/// be addressed by path. Pairs are queried with
 /// `{tags: {$elemMatch: {k, v}}}`.
 fn tag_pairs(tags: &BTreeMap<String, String>) -> Bson {
     Bson::Array(
