@@ -315,16 +315,22 @@ impl Metric {
 
     /// A stable id of the series (kind, name and sorted tags), 32 hex
     /// digits. Samples of one series aggregate together.
+    ///
+    /// Every part is hashed with its length in front, so two series share
+    /// an id only if kind, name and every tag key and value are equal,
+    /// whatever the strings contain: `{"a=b": "c"}` and `{"a": "b=c"}` are
+    /// two series (joining `k=v` made them one).
     pub fn series_id(&self) -> String {
         let mut h = Sha256::new();
-        h.update(self.kind.as_str());
-        h.update([0]);
-        h.update(&self.name);
+        let mut part = |s: &str| {
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s);
+        };
+        part(self.kind.as_str());
+        part(&self.name);
         for (k, v) in &self.tags {
-            h.update([0]);
-            h.update(k);
-            h.update([b'=']);
-            h.update(v);
+            part(k);
+            part(v);
         }
         hex::encode(&h.finalize()[..16])
     }
@@ -1184,7 +1190,49 @@ mod tests {
         assert_ne!(a.metrics()[0].series_id(), a.metrics()[1].series_id());
     }
 
+    fn metric(name: &str, tags: &[(&str, &str)]) -> Metric {
+        Metric {
+            kind: MetricKind::Counter,
+            name: name.to_owned(),
+            value: 1.0,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            timestamp_ms: NOW,
+        }
+    }
+
+    #[test]
+    fn series_ids_do_not_confuse_separators_in_tags() {
+        let pairs = [
+            (metric("m", &[("a=b", "c")]), metric("m", &[("a", "b=c")])),
+            // `Metric` can be built in code, past validation's control
+            // character rule.
+            (
+                metric("m", &[("a", "b"), ("c", "d")]),
+                metric("m", &[("a", "b\0c=d")]),
+            ),
+            (metric("m\0a=", &[]), metric("m", &[("a", "")])),
+        ];
+        for (one, two) in pairs {
+            assert_ne!(one.series_id(), two.series_id(), "{one:?} vs {two:?}");
+        }
+    }
+
     proptest! {
+        /// `{k: v}` against every other cut of the text `k=v` at an `=`:
+        /// all of them are different series.
+        #[test]
+        fn tags_cut_elsewhere_are_other_series(k in "[a=]{1,4}", v in "[a=]{0,4}") {
+            let one = metric("m", &[(&k, &v)]);
+            let text = format!("{k}={v}");
+            for (at, _) in text.match_indices('=').filter(|(at, _)| *at != k.len() && *at > 0) {
+                let two = metric("m", &[(&text[..at], &text[at + 1..])]);
+                prop_assert_ne!(one.series_id(), two.series_id(), "{:?} vs {:?}", one.tags, two.tags);
+            }
+        }
+
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Batch::decode(&bytes, &BatchLimits::default(), NOW);

@@ -18,8 +18,9 @@ pub struct WorkerSettings {
     /// set). `false` selects an at-least-once path for standalone servers:
     /// a crash between write and ack may then double count. Default `true`.
     pub exactly_once: bool,
-    /// Largest decompressed body the worker decodes, bytes (should match
-    /// `[api] max_decoded_bytes`). Default 8388608.
+    /// Largest decompressed body the worker decodes, bytes. At least
+    /// `[api] max_decoded_bytes` (the settings refuse less: the worker
+    /// would dead-letter bodies the API accepted). Default 8388608.
     pub max_decoded_bytes: usize,
     /// First pause before re-checking an unreachable MongoDB,
     /// milliseconds. Default 250.

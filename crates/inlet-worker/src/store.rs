@@ -26,6 +26,7 @@
 //! All buckets of a delivery batch are written with one client-level
 //! `bulkWrite` inside the transaction: one round trip per batch.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt as _;
@@ -354,11 +355,7 @@ impl AggregateStore {
                 &k.series,
                 &minute.to_string(),
             ]);
-            let tags: Document = s
-                .tags
-                .iter()
-                .map(|(k, v)| (k.clone(), Bson::String(v.clone())))
-                .collect();
+            let tags = tag_pairs(&s.tags);
             let identity = doc! {
                 "account": &k.account, "app": &k.app, "environment": &k.environment,
                 "series": &k.series, "kind": s.kind.as_str(), "name": &s.name, "tags": tags,
@@ -375,7 +372,7 @@ impl AggregateStore {
                     "series": { "$ifNull": ["$series", { "$literal": &k.series }] },
                     "kind": "gauge",
                     "name": { "$ifNull": ["$name", { "$literal": &s.name }] },
-                    "tags": { "$ifNull": ["$tags", { "$literal": identity.get("tags").cloned().unwrap_or(Bson::Null) }] },
+                    "tags": { "$ifNull": ["$tags", { "$literal": tag_pairs(&s.tags) }] },
                     "minute": minute,
                     "at": bson::DateTime::from_millis(k.minute.start_ms()),
                     "count": { "$add": [{ "$ifNull": ["$count", 0_i64] }, s.count as i64] },
@@ -453,6 +450,20 @@ impl AggregateStore {
     }
 }
 
+/// Tags as stored: `[{k, v}, …]`, sorted by key. Tag keys are user text,
+/// and user text is only ever a value: as field names, `$`-prefixed keys
+/// are refused by some MongoDB updates (the rules differ between inserts,
+/// updates of existing documents and pipelines), and dotted ones cannot
+/// be addressed by path. Pairs are queried with
+/// `{tags: {$elemMatch: {k, v}}}`.
+fn tag_pairs(tags: &BTreeMap<String, String>) -> Bson {
+    Bson::Array(
+        tags.iter()
+            .map(|(k, v)| Bson::Document(doc! { "k": k, "v": v }))
+            .collect(),
+    )
+}
+
 fn upsert(ns: &mongodb::Namespace, id: String, update: UpdateModifications) -> WriteModel {
     WriteModel::UpdateOne(
         UpdateOneModel::builder()
@@ -475,5 +486,109 @@ pub fn is_duplicate(e: &MongoError) -> bool {
             .as_ref()
             .is_some_and(|errs| !errs.is_empty() && errs.iter().all(|w| w.code == 11000)),
         _ => e.to_string().contains("E11000"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inlet_domain::{AccountId, Batch, BatchLimits, now_ms};
+    use mongodb::options::ClientOptions;
+
+    /// Every user-controlled string of the batch below carries this.
+    const USER: &str = "USER";
+
+    /// A store whose models can be built without a server.
+    async fn offline_store() -> AggregateStore {
+        let client = Client::with_options(ClientOptions::default()).unwrap();
+        AggregateStore::new(client.database("offline"), true)
+    }
+
+    fn awkward_batch() -> Batch {
+        let now = now_ms();
+        let body = serde_json::json!({
+            "agent": {"name": "a", "version": "1"},
+            "app": "$USER.app", "environment": "production",
+            "transactions": [{"action": "$USER.a=b", "namespace": "$USER.ns", "start_ms": now, "duration_ms": 1.0}],
+            "metrics": [
+                {"kind": "counter", "name": "$USER.c", "value": 1, "timestamp_ms": now,
+                 "tags": {"$USER": "$USER", "USER.a.b": "x"}},
+                {"kind": "distribution", "name": "$USER.d", "value": 1, "timestamp_ms": now,
+                 "tags": {"$USER.k": "$USER.v"}},
+                {"kind": "gauge", "name": "$USER.g", "value": 1, "timestamp_ms": now,
+                 "tags": {"$USER.k": "$USER.v", "USER=": "=USER"}}
+            ],
+            "errors": [{"class": "$USER.E", "message": "$USER", "action": "$USER.act", "timestamp_ms": now,
+                        "backtrace": [{"file": "$USER.rb", "function": "$USER.f", "line": 1}]}]
+        });
+        Batch::decode(
+            &serde_json::to_vec(&body).unwrap(),
+            &BatchLimits::default(),
+            now,
+        )
+        .unwrap()
+    }
+
+    /// Field names that carry user text, and user strings a pipeline would
+    /// read as expressions (outside `$literal`), anywhere in `v`.
+    fn misuses(v: &Bson, pipeline: bool, path: &str, out: &mut Vec<String>) {
+        match v {
+            Bson::Document(d) => {
+                for (k, v) in d {
+                    let at = format!("{path}/{k}");
+                    if k.contains(USER) {
+                        out.push(format!("user text as a field name: {at}"));
+                    }
+                    // Inside `$literal` nothing is an expression.
+                    misuses(v, pipeline && k != "$literal", &at, out);
+                }
+            }
+            Bson::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    misuses(v, pipeline, &format!("{path}[{i}]"), out);
+                }
+            }
+            Bson::String(s) if pipeline && s.contains(USER) => {
+                out.push(format!(
+                    "user text as a pipeline expression: {path} = {s:?}"
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// MongoDB refuses `$`-prefixed field names in updates that match an
+    /// existing document, cannot address dotted ones by path, and reads
+    /// `$`-prefixed strings in a pipeline as field paths: user text must
+    /// only ever be a value, and in a pipeline a `$literal` one.
+    #[tokio::test]
+    async fn user_strings_are_only_ever_values() {
+        let store = offline_store().await;
+        let mut aggregates = Aggregates::default();
+        aggregates.add(&AccountId::parse("acme").unwrap(), &awkward_batch());
+        let models = store.models(&aggregates);
+        assert_eq!(
+            models.len(),
+            1 + 3 + 2,
+            "tx, three metrics, error minute and group"
+        );
+        let mut found = Vec::new();
+        for m in &models {
+            let WriteModel::UpdateOne(m) = m else {
+                panic!("{m:?}")
+            };
+            match &m.update {
+                UpdateModifications::Document(d) => {
+                    misuses(&Bson::Document(d.clone()), false, "", &mut found);
+                }
+                UpdateModifications::Pipeline(stages) => {
+                    for s in stages {
+                        misuses(&Bson::Document(s.clone()), true, "", &mut found);
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(found.is_empty(), "{}", found.join("\n"));
     }
 }

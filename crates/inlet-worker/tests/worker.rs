@@ -414,7 +414,7 @@ async fn metrics_and_errors_are_stored_with_their_semantics() {
             "agent": {"name": "t", "version": "1"}, "app": "shop", "environment": "production",
             "metrics": [
                 {"kind": "counter", "name": "jobs", "value": 2, "tags": {"q": "default"}, "timestamp_ms": start},
-                {"kind": "gauge", "name": "depth", "value": gauge, "timestamp_ms": gauge_ts},
+                {"kind": "gauge", "name": "depth", "value": gauge, "tags": {"$host.name": "$a"}, "timestamp_ms": gauge_ts},
                 {"kind": "distribution", "name": "size", "value": gauge * 10.0, "timestamp_ms": start}
             ],
             "errors": [{"class": "Boom", "message": msg, "action": "A", "timestamp_ms": err_ts,
@@ -438,21 +438,28 @@ async fn metrics_and_errors_are_stored_with_their_semantics() {
     ));
 
     let metrics = h.db.collection::<mongodb::bson::Document>("metric_minutes");
+    // Tags are `{k, v}` pairs: any user string is a value, never a field
+    // name, and a series is found by its pairs.
     let counter = metrics
-        .find_one(doc! { "name": "jobs" })
+        .find_one(doc! { "name": "jobs", "tags": { "$elemMatch": { "k": "q", "v": "default" } } })
         .await
         .unwrap()
         .unwrap();
     assert_eq!(counter.get_f64("sum").unwrap(), 4.0);
     assert_eq!(
-        counter.get_document("tags").unwrap().get_str("q").unwrap(),
-        "default"
+        counter.get_array("tags").unwrap(),
+        &vec![mongodb::bson::Bson::Document(
+            doc! { "k": "q", "v": "default" }
+        )]
     );
     let gauge = metrics
-        .find_one(doc! { "name": "depth" })
+        .find_one(
+            doc! { "name": "depth", "tags": { "$elemMatch": { "k": "$host.name", "v": "$a" } } },
+        )
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(gauge.get_array("tags").unwrap().len(), 1);
     assert_eq!(
         gauge.get_f64("last").unwrap(),
         7.0,

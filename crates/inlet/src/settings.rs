@@ -203,6 +203,18 @@ impl Settings {
             key: e.key.to_owned(),
             message: e.message.to_owned(),
         })?;
+        // Across sections: a body the API accepts that the worker cannot
+        // decode ends in the dead-letter queue after its 202.
+        if self.worker.max_decoded_bytes < self.api.max_decoded_bytes {
+            return bad(
+                "worker.max_decoded_bytes",
+                &format!(
+                    "is {} but must be at least api.max_decoded_bytes ({}), or the worker \
+                     dead-letters bodies the API accepted",
+                    self.worker.max_decoded_bytes, self.api.max_decoded_bytes
+                ),
+            );
+        }
         self.auth.validate()?;
         self.signing.validate(production)?;
         self.redis.validate()?;
@@ -332,6 +344,50 @@ mod tests {
             err.contains("signing.secrets") && err.contains("development"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_worker_decodes_every_body_the_api_accepts() {
+        let files = [("default.toml", ""), ("x.toml", "")];
+        let err = load_with(
+            &files,
+            "x",
+            &[
+                ("INLET__API__MAX_DECODED_BYTES", "16777216"),
+                ("INLET__WORKER__MAX_DECODED_BYTES", "16777215"),
+            ],
+        )
+        .unwrap_err();
+        match &err {
+            SettingsError::Key { key, message } => {
+                assert_eq!(key, "worker.max_decoded_bytes");
+                assert!(message.contains("api.max_decoded_bytes"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = load_with(
+            &[
+                ("default.toml", "[worker]\nmax_decoded_bytes = 1048576\n"),
+                ("x.toml", ""),
+            ],
+            "x",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("worker.max_decoded_bytes"), "{err}");
+        for worker in ["16777216", "33554432"] {
+            let s = load_with(
+                &files,
+                "x",
+                &[
+                    ("INLET__API__MAX_DECODED_BYTES", "16777216"),
+                    ("INLET__WORKER__MAX_DECODED_BYTES", worker),
+                ],
+            )
+            .unwrap();
+            assert!(s.worker.max_decoded_bytes >= s.api.max_decoded_bytes);
+        }
     }
 
     #[test]

@@ -186,3 +186,52 @@ async fn bad_configuration_names_the_key() {
     assert!(err.contains("auth.positive_ttl_s"), "{err}");
     drop(cli);
 }
+
+/// A worker that would dead-letter bodies its API accepts does not start:
+/// it exits at once, naming the key, before connecting to anything.
+#[tokio::test]
+async fn a_worker_decoding_less_than_the_api_accepts_does_not_start() {
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut worker = Kill(
+        Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .arg("worker")
+            .env(
+                "INLET_CONFIG_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+            )
+            .env("INLET_ENV", "local")
+            .env(
+                "INLET__ADMIN__WORKER_LISTEN",
+                format!("127.0.0.1:{}", inlet_testkit::free_port()),
+            )
+            .env("INLET__API__MAX_DECODED_BYTES", "8388608")
+            .env("INLET__WORKER__MAX_DECODED_BYTES", "4194304")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = inlet_testkit::wait_for(
+        std::time::Duration::from_secs(10),
+        "the worker to refuse to start",
+        || {
+            let s = worker.0.try_wait().unwrap();
+            async move { s }
+        },
+    )
+    .await;
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut worker.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("worker.max_decoded_bytes") && err.contains("api.max_decoded_bytes"),
+        "{err}"
+    );
+}

@@ -3,10 +3,20 @@
 //! `inlet stats`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+#[allow(dead_code)]
+#[path = "resilience/metrics.rs"]
+mod metrics;
+mod valid_batches;
 
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use inlet_api::ApiSettings;
+use inlet_domain::BatchLimits;
 use inlet_testkit::{TestAmqp, TestMongo, TestRedis, free_port, wait_for, wait_until};
+use metrics::Scrape;
+use mongodb::bson::{Document, doc};
 
 struct Env {
     mongo: TestMongo,
@@ -76,6 +86,68 @@ impl Env {
     fn spawn(&self, args: &[&str]) -> Proc {
         Proc(self.command(args).stdout(Stdio::null()).spawn().unwrap())
     }
+
+    /// Migrates, creates account `acme` with a key and syncs the keys to
+    /// Redis; returns the key.
+    fn provision(&self) -> String {
+        self.ok(&["migrate"]);
+        self.ok(&["accounts", "create", "acme"]);
+        let key = self
+            .ok(&["keys", "create", "--account", "acme"])
+            .trim()
+            .to_owned();
+        self.ok(&["sync", "--once"]);
+        key
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    fn worker_admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// Starts `inlet api` and `inlet worker` and waits until both are ready.
+    async fn start(&self, http: &reqwest::Client) -> (Proc, Proc) {
+        let api = self.spawn(&["api"]);
+        let worker = self.spawn(&["worker"]);
+        for (what, base) in [
+            ("the API ready", self.base()),
+            ("the worker ready", self.worker_admin()),
+        ] {
+            wait_until(Duration::from_secs(30), what, || async {
+                http.get(format!("{base}/health/ready"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            })
+            .await;
+        }
+        (api, worker)
+    }
+
+    fn names(&self) -> inlet_queue::Names {
+        inlet_queue::Names::from_settings(&inlet_queue::QueueSettings {
+            prefix: self.amqp.prefix.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn cleanup(&self) {
+        self.mongo.cleanup().await;
+        self.redis.cleanup().await;
+        let names = self.names();
+        let strip = |n: &str| {
+            n.trim_start_matches(&format!("{}.", self.amqp.prefix))
+                .to_owned()
+        };
+        let queues: Vec<String> = names.all_queues().iter().map(|q| strip(q)).collect();
+        let exchanges: Vec<String> = names.all_exchanges().iter().map(|e| strip(e)).collect();
+        let q: Vec<&str> = queues.iter().map(String::as_str).collect();
+        let e: Vec<&str> = exchanges.iter().map(String::as_str).collect();
+        self.amqp.cleanup(&q, &e).await;
+    }
 }
 
 fn documented_metrics() -> std::collections::BTreeSet<String> {
@@ -99,31 +171,10 @@ fn sigterm(p: &Proc) {
 #[tokio::test]
 async fn pushed_data_reaches_stats_through_api_queue_and_worker() {
     let env = Env::new().await;
-    env.ok(&["migrate"]);
-    env.ok(&["accounts", "create", "acme"]);
-    let key = env
-        .ok(&["keys", "create", "--account", "acme"])
-        .trim()
-        .to_owned();
-    env.ok(&["sync", "--once"]);
-    let _api = env.spawn(&["api"]);
-    let mut worker = env.spawn(&["worker"]);
+    let key = env.provision();
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{}", env.api_port);
-    wait_until(Duration::from_secs(30), "the API ready", || async {
-        http.get(format!("{base}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    wait_until(Duration::from_secs(30), "the worker ready", || async {
-        http.get(format!("http://127.0.0.1:{}/health/ready", env.admin_port))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let (_api, mut worker) = env.start(&http).await;
+    let base = env.base();
 
     let now = inlet_domain::now_ms();
     for i in 0..10 {
@@ -211,19 +262,151 @@ async fn pushed_data_reaches_stats_through_api_queue_and_worker() {
     worker.0 = Command::new("true").spawn().unwrap();
 
     drop(_api);
-    env.mongo.cleanup().await;
-    env.redis.cleanup().await;
-    let names = inlet_queue::Names::from_settings(&inlet_queue::QueueSettings {
-        prefix: env.amqp.prefix.clone(),
-        ..Default::default()
-    });
-    let strip = |n: &str| {
-        n.trim_start_matches(&format!("{}.", env.amqp.prefix))
-            .to_owned()
-    };
-    let queues: Vec<String> = names.all_queues().iter().map(|q| strip(q)).collect();
-    let exchanges: Vec<String> = names.all_exchanges().iter().map(|e| strip(e)).collect();
-    let q: Vec<&str> = queues.iter().map(String::as_str).collect();
-    let e: Vec<&str> = exchanges.iter().map(String::as_str).collect();
-    env.amqp.cleanup(&q, &e).await;
+    env.cleanup().await;
+}
+
+/// The `[limits]` and `[api]` the binaries run with
+/// (`config/default.toml`).
+fn shipped_limits() -> (BatchLimits, ApiSettings) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/default.toml"
+    ))
+    .unwrap();
+    let mut config: toml::Table = toml::from_str(&text).unwrap();
+    (
+        config.remove("limits").unwrap().try_into().unwrap(),
+        config.remove("api").unwrap().try_into().unwrap(),
+    )
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Promise 2, "nothing acknowledged is lost": every batch the API accepts
+/// (202) the worker stores exactly — counts, sums, extremes, latest
+/// samples, every string as sent, distinct tag maps as distinct series —
+/// and nothing is retried or dead-lettered. The batches come from
+/// `valid_batches` (awkward names and tags, maximum lengths and counts).
+#[tokio::test]
+async fn every_batch_the_api_accepts_is_stored_exactly() {
+    let env = Env::new().await;
+    let key = env.provision();
+    let http = reqwest::Client::new();
+    let (api, worker) = env.start(&http).await;
+    let (limits, api_settings) = shipped_limits();
+    let batches = valid_batches::batches(
+        &limits,
+        api_settings.max_decoded_bytes,
+        inlet_domain::now_ms(),
+        24,
+    );
+
+    // 1. Every batch is accepted (else the generator broke a rule).
+    let started = Instant::now();
+    let (mut items, mut largest) = (0, 0);
+    for (i, b) in batches.iter().enumerate() {
+        let json = serde_json::to_vec(b).unwrap();
+        let body = gzip(&json);
+        assert!(
+            json.len() <= api_settings.max_decoded_bytes
+                && body.len() <= api_settings.max_body_bytes,
+            "batch {i} is larger than [api] allows: {} bytes, {} compressed",
+            json.len(),
+            body.len()
+        );
+        let resp = http
+            .post(format!("{}/v1/push", env.base()))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 202, "batch {i} (app {:?}) refused: {text}", b.app);
+        items += b.transactions.len() + b.metrics.len() + b.errors.len();
+        largest = largest.max(json.len());
+    }
+
+    // 2. The worker applies every one; a retry or a dead letter is a
+    // failure at once (the reason is in the worker's log above).
+    let applied = env.mongo.db().collection::<Document>("applied");
+    let worker_metrics = format!("{}/metrics", env.worker_admin());
+    let failures = wait_for(
+        Duration::from_secs(60),
+        "every batch applied, or one failing",
+        || async {
+            let text = http
+                .get(&worker_metrics)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let scrape = Scrape::parse(&text);
+            let failing = ["retried", "dead_lettered"]
+                .iter()
+                .map(|o| scrape.sum("inlet_worker_messages_total", &[("outcome", o)]))
+                .sum::<f64>();
+            if failing > 0.0 {
+                return Some(scrape.describe("inlet_worker_messages_total"));
+            }
+            let n = applied.count_documents(doc! {}).await.ok()?;
+            (n as usize == batches.len()).then(Default::default)
+        },
+    )
+    .await;
+    assert!(
+        failures.is_empty(),
+        "the worker could not store what the API accepted: {failures:?}"
+    );
+    let applied_after = started.elapsed();
+    assert_eq!(
+        env.amqp.message_count(&env.names().dead_queue).await,
+        Some(0),
+        "dead letters"
+    );
+
+    // 3. Each batch (an app of its own) is stored exactly.
+    let db = env.mongo.db();
+    let mut problems = Vec::new();
+    let mut buckets = 0;
+    for (i, b) in batches.iter().enumerate() {
+        let want = valid_batches::model::expected(b);
+        buckets += want.buckets();
+        let got = valid_batches::model::stored(&db, "acme", &b.app).await;
+        let diffs = want.differences(&got);
+        let more = diffs.len().saturating_sub(3);
+        problems.extend(
+            diffs
+                .into_iter()
+                .take(3)
+                .map(|d| format!("batch {i} (app {:?}): {d}", b.app)),
+        );
+        if more > 0 {
+            problems.push(format!("batch {i}: {more} more difference(s)"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "stored differently from what was accepted:\n{}",
+        problems.join("\n")
+    );
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "{} batches, {items} samples, {buckets} buckets, largest {largest} bytes decoded: \
+             applied {applied_after:?} after the first push",
+            batches.len()
+        );
+    }
+    drop((api, worker));
+    env.cleanup().await;
 }
