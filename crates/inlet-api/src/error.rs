@@ -11,15 +11,19 @@
 //! | 413 | `payload_too_large` | drop |
 //! | 415 | `unsupported_media_type`, `unsupported_encoding` | drop |
 //! | 429 | `rate_limited` | retry after `Retry-After` |
-//! | 503 | `auth_unavailable`, `queue_unavailable`, `queue_backpressure`, `queue_timeout`, `queue_nacked`, `queue_unroutable`, `shutting_down` | retry after `Retry-After` |
+//! | 503 | `auth_unavailable`, `key_record_unreadable`, `queue_unavailable`, `queue_backpressure`, `queue_timeout`, `queue_nacked`, `queue_unroutable`, `shutting_down` | retry after `Retry-After` |
 //!
 //! `auth_unavailable` (undecidable) is a 503, never a 401: only a verdict of
 //! the source of truth or of the key's own bytes is a 401.
+//! `key_record_unreadable` is a 503 too: MongoDB holds a document for the
+//! key that cannot be read, which is neither a verdict nor an outage.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder};
-use inlet_domain::{BatchError, DecodeError, Disposition, UnsupportedEncoding, Verdict};
+use inlet_domain::{
+    BatchError, DecodeError, Disposition, UndecidableReason, UnsupportedEncoding, Verdict,
+};
 use inlet_queue::PublishError;
 use serde::Serialize;
 
@@ -152,6 +156,11 @@ impl ApiError {
 
     fn message(&self) -> String {
         match self {
+            ApiError::Auth(Verdict::Undecidable(UndecidableReason::RecordUnreadable)) => {
+                "the key's record in the source of truth cannot be read; nothing was decided \
+                 about the key and the operators are alerted; retry later"
+                    .into()
+            }
             ApiError::Auth(Verdict::Undecidable(reason)) => format!(
                 "the key cannot be checked right now ({}); nothing was decided about it, retry later",
                 reason.as_str()
@@ -287,7 +296,7 @@ fn jittered(base: u32, settings: &ApiSettings) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inlet_domain::{KeyError, UndecidableReason};
+    use inlet_domain::KeyError;
 
     #[test]
     fn undecidable_is_never_401() {

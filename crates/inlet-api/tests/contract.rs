@@ -479,3 +479,35 @@ async fn once_shutdown_begins_answers_close_the_kept_alive_connection() {
     assert!(closes(&resp), "Connection: close while draining: {resp:?}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_key_whose_record_cannot_be_read_is_503_key_record_unreadable_never_401_or_202() {
+    // Redis cold: every key is decided by MongoDB.
+    let app = spawn_app_with(Options {
+        backfill: false,
+        ..Options::default()
+    })
+    .await;
+    app.wait_ready().await;
+    // Another writer leaves the key's document unreadable (an app name no
+    // Inlet rule accepts; MongoDB's validator lets it through).
+    app.mongo_t
+        .db()
+        .collection::<mongodb::bson::Document>("api_keys")
+        .update_one(
+            mongodb::bson::doc! { "_id": app.key.key_id().unwrap().to_string() },
+            mongodb::bson::doc! { "$set": { "app": " not an app name " } },
+        )
+        .await
+        .unwrap();
+    let p = problem(
+        app.push_json(Some(app.key.expose_secret()), &batch_json(None))
+            .await,
+    )
+    .await;
+    assert_rejection(&p, 503, "key_record_unreadable");
+    // A signed key is not accepted provisionally on an unreadable record:
+    // the worker could only dead-letter what the API would accept.
+    app.cleanup().await;
+}
+

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inlet_auth::{KeyStore, Lookup, MongoStore};
+use inlet_auth::{KeyStore, Lookup, MongoStore, StoreError};
 use inlet_domain::{AccountId, AuthMode, Batch, BatchLimits, Envelope, Verdict, now_ms};
 use inlet_queue::{Consumer, Incoming, QueueMetrics, QueueSettings, RetryOutcome};
 use tokio::sync::watch;
@@ -382,6 +382,18 @@ impl Processor {
                     return Checked::Unavailable(
                         Box::new(incoming),
                         "source of truth not loaded".into(),
+                    );
+                }
+                // MongoDB answered, with a record nobody can read: not an
+                // outage to wait out (that would stall the pipeline behind
+                // one key), and no verdict to drop the data on. Kept in the
+                // dead-letter queue, counted and alerted, for replay once
+                // the document is repaired.
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    let reason = format!("key record unreadable: {reason}");
+                    return Checked::Settled(
+                        self.dead_letter(incoming, "key_record_unreadable", &reason)
+                            .await,
                     );
                 }
                 Err(e) => {

@@ -9,7 +9,7 @@ use common::{Harness, test_minute_start, tx_batch};
 use inlet_domain::AuthMode;
 use inlet_testkit::{SecantusServer, SecantusStorage, TestMongo, wait_until};
 use inlet_worker::Outcome;
-use mongodb::bson::doc;
+use mongodb::bson::{Document, doc};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -308,6 +308,96 @@ async fn provisional_messages_are_rechecked_before_writing() {
         1
     );
     cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_key_record_is_dead_lettered_and_never_stalls_the_pipeline() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    // A key accepted provisionally (stores were down at the API), whose
+    // document another writer has since left unreadable.
+    let bad = h
+        .admin
+        .create_key(&h.issuer, &h.account, None)
+        .await
+        .unwrap()
+        .0;
+    h.db.collection::<Document>("api_keys")
+        .update_one(
+            doc! { "_id": bad.key_id().unwrap().to_string() },
+            doc! { "$set": { "app": " not an app name " } },
+        )
+        .await
+        .unwrap();
+    let mut healthy = 0;
+    for i in 0..20 {
+        if i == 5 {
+            h.publish(&h.envelope(
+                &tx_batch("bad", "A", 7, 1.0, start),
+                AuthMode::Provisional,
+                &bad,
+            ))
+            .await;
+        }
+        let mode = if i % 2 == 0 {
+            AuthMode::Confirmed
+        } else {
+            AuthMode::Provisional
+        };
+        h.publish(&h.envelope(
+            &tx_batch(&format!("ok{i}"), "A", 3, 1.0, start),
+            mode,
+            &h.key,
+        ))
+        .await;
+        healthy += 3;
+    }
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let metrics = processor.metrics().clone();
+    let pipeline = h.pipeline(processor, &cancel);
+    let run = tokio::spawn(pipeline.run());
+    inlet_testkit::wait_until(
+        Duration::from_secs(10),
+        "every healthy message stored",
+        || async { h.tx_total().await == healthy },
+    )
+    .await;
+    inlet_testkit::wait_until(
+        Duration::from_secs(10),
+        "the bad key's data dead-lettered",
+        || async {
+            metrics
+                .dead_letters
+                .with_label_values(&["key_record_unreadable"])
+                .get()
+                == 1
+        },
+    )
+    .await;
+    assert_eq!(metrics.paused.get(), 0, "the pipeline is not paused");
+    cancel.cancel();
+    run.await.unwrap();
+    let dead = h.drain_dead_letters().await;
+    assert_eq!(dead.len(), 1, "kept, once");
+    let reason = dead[0]
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-inlet-death-reason").cloned())
+        .and_then(|v| v.as_long_string().map(|s| s.to_string()));
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("key record unreadable")),
+        "{reason:?}"
+    );
+    assert_eq!(
+        h.tx_total().await,
+        healthy,
+        "nothing of the bad key was written"
+    );
     h.cleanup().await;
 }
 
