@@ -12,17 +12,22 @@ use crate::app::{AppState, RequestId, ResponseCode};
 use crate::error::ApiError;
 
 /// Where agents may put the key, in order of precedence.
+///
+/// Header values are read as UTF-8, not only visible ASCII: a token an
+/// older system issued may hold any character a store can hold.
 pub fn extract_key(req: &HttpRequest) -> Option<String> {
-    if let Some(v) = req.headers().get(header::AUTHORIZATION)
-        && let Ok(v) = v.to_str()
+    let text = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+    };
+    if let Some(v) = text(header::AUTHORIZATION)
         && let Some((scheme, token)) = v.trim().split_once(' ')
         && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some(token.trim().to_owned());
     }
-    if let Some(v) = req.headers().get("x-inlet-key")
-        && let Ok(v) = v.to_str()
-    {
+    if let Some(v) = text(header::HeaderName::from_static("x-inlet-key")) {
         return Some(v.trim().to_owned());
     }
     // Older agents send `?api_key=`. The query string is never logged.

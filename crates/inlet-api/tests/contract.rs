@@ -511,3 +511,56 @@ async fn a_key_whose_record_cannot_be_read_is_503_key_record_unreadable_never_40
     app.cleanup().await;
 }
 
+#[tokio::test]
+async fn every_legacy_token_the_source_of_truth_holds_can_be_presented() {
+    let app = spawn_app().await;
+    app.wait_ready().await;
+    // Tokens an older system issued: short, base64 with `+/=`, with an
+    // inner space, non-ASCII, JWT-sized. Imported by digest, as
+    // `inlet keys import` does with `account,sha256:<digest>`.
+    let jwt = format!(
+        "eyJhbGciOiJIUzI1NiJ9.{}.{}",
+        "eyJzdWIiOiJ".repeat(60),
+        "c2lnbmF0dXJl".repeat(20)
+    );
+    let tokens = [
+        "short1234",
+        "Zm9vYmFyYmF6cXV4+/==",
+        "two words",
+        "ключ",
+        jwt.as_str(),
+    ];
+    let lines: Vec<inlet_auth::admin::LegacyKey> = tokens
+        .iter()
+        .map(|t| {
+            let digest = inlet_domain::KeyDigest::of_secret(t);
+            inlet_auth::admin::LegacyKey::parse_line(&format!("acme,sha256:{digest}")).unwrap()
+        })
+        .collect();
+    let report = app.admin.import_legacy(&lines).await.unwrap();
+    assert_eq!(report.created, tokens.len());
+    for token in tokens {
+        for header in ["authorization", "x-inlet-key"] {
+            let value = if header == "authorization" {
+                format!("Bearer {token}")
+            } else {
+                token.to_owned()
+            };
+            let resp = app
+                .push()
+                .header(header, value.as_bytes())
+                .json(&batch_json(None))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            assert_eq!(
+                status,
+                202,
+                "{token:?} in {header}: {:?}",
+                resp.text().await
+            );
+        }
+    }
+    app.cleanup().await;
+}

@@ -10,7 +10,8 @@
 
 use futures::TryStreamExt as _;
 use inlet_domain::{
-    AccountId, AccountState, ApiKey, AppName, KeyDigest, KeyId, KeyIssuer, KeyState, RateLimit,
+    AccountId, AccountState, ApiKey, AppName, KEY_PREFIX, KeyDigest, KeyId, KeyIssuer, KeyState,
+    RateLimit,
 };
 use mongodb::bson::{self, doc};
 use mongodb::options::ReturnDocument;
@@ -82,6 +83,16 @@ impl LegacyKey {
         let account = AccountId::parse(account).map_err(|e| e.to_string())?;
         let digest = match key.strip_prefix("sha256:") {
             Some(hex) => KeyDigest::parse(hex).map_err(|e| e.to_string())?,
+            // The API's own grammar: a raw key imported here can always be
+            // presented. Inlet keys are issued by `inlet keys create`; one
+            // here would be accepted by the import only to be refused by
+            // the API if its signature does not verify.
+            None if key.starts_with(KEY_PREFIX) => {
+                return Err(format!(
+                    "key: a key starting with {KEY_PREFIX:?} is an Inlet key; issue those with \
+                     `inlet keys create`, or import its digest (`sha256:…`)"
+                ));
+            }
             None => ApiKey::parse_format(key)
                 .map_err(|e| format!("key: {e}"))?
                 .digest(),
@@ -373,8 +384,43 @@ mod tests {
         assert_eq!(k.digest, d);
         assert!(k.app.is_none());
         assert!(LegacyKey::parse_line("acme").is_err());
-        assert!(LegacyKey::parse_line("acme,short").is_err());
+        // Any token an older system issued, short or with `+/=`.
+        for token in ["short1234", "Zm9vYmFyYmF6cXV4+/=="] {
+            let k = LegacyKey::parse_line(&format!("acme,{token}")).unwrap();
+            assert_eq!(k.digest, KeyDigest::of_secret(token));
+        }
+        let inlet_key = format!("{KEY_PREFIX}{}", "A".repeat(64));
+        assert!(LegacyKey::parse_line(&format!("acme,{inlet_key}")).is_err());
+        assert!(LegacyKey::parse_line("acme,bell\u{7}").is_err());
         assert!(LegacyKey::parse_line("a b,3f2504e0-4f89-11d3-9a0c-0305e82c3301").is_err());
         assert!(LegacyKey::parse_line("a,3f2504e0-4f89-11d3-9a0c-0305e82c3301,app,extra").is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever `inlet keys import` accepts as a raw key, the API
+        /// accepts for lookup: it is never answered `malformed_key`.
+        #[test]
+        fn any_key_the_import_accepts_is_never_malformed(
+            token in proptest::prop_oneof![
+                "\\PC{0,300}",
+                "[A-Za-z0-9+/=._~-]{1,200}",
+                proptest::string::string_regex("[ -~]{1,5000}").unwrap(),
+                "inlet_[A-Za-z0-9_-]{0,70}",
+            ],
+            secret in proptest::prelude::any::<[u8; 32]>(),
+        ) {
+            let line = format!("acme,{token}");
+            if let Ok(imported) = LegacyKey::parse_line(&line) {
+                // The API sees the key as agents send it: trimmed.
+                let presented = line.split(',').nth(1).unwrap_or_default().trim();
+                let verifier = inlet_domain::KeyVerifier::new(vec![
+                    inlet_domain::SigningSecret::new(1, &secret).unwrap(),
+                ])
+                .unwrap();
+                let parsed = ApiKey::parse(presented, &verifier);
+                proptest::prop_assert!(parsed.is_ok(), "{presented:?}: {parsed:?}");
+                proptest::prop_assert_eq!(parsed.unwrap().digest(), imported.digest);
+            }
+        }
     }
 }

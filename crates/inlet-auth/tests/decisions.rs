@@ -123,7 +123,7 @@ async fn malformed_and_missing_keys_cost_no_store_call() {
         (None, KeyError::Missing),
         (Some(""), KeyError::Missing),
         (Some("inlet_tooshort"), KeyError::Length),
-        (Some("not a key at all, has spaces"), KeyError::Alphabet),
+        (Some("no key can hold a bell \u{7}"), KeyError::Alphabet),
         (Some(forged.expose_secret()), KeyError::Signature),
     ];
     for (raw, expected) in cases {

@@ -22,8 +22,13 @@
 //! instance with cold stores tell "issued by us" from "forged" and accept a
 //! push *provisionally* instead of answering 401.
 //!
-//! Legacy keys (UUIDs or other opaque tokens from an older system) only pass
-//! a syntax check; whether they are valid is decided by a store lookup.
+//! Legacy keys (UUIDs, base64 tokens, JWT-like strings — whatever an older
+//! system issued) are decided by a store lookup. The local grammar rejects
+//! only what no store can hold: an empty key, one longer than
+//! [`KEY_MAX_LEN`] bytes, one with control characters, or one that claims
+//! the Inlet prefix without being a well-formed Inlet key. `inlet keys
+//! import` applies the same grammar, so any raw key it accepts can be
+//! presented.
 
 use std::fmt;
 
@@ -44,10 +49,9 @@ const TAG_LEN: usize = 16;
 const CRC_OFFSET: usize = 44;
 const RANDOM_LEN: usize = 18;
 
-/// Shortest legacy key accepted: anything shorter cannot carry enough entropy.
-pub const LEGACY_MIN_LEN: usize = 16;
-/// Longest key of any kind accepted (longer input is rejected before hashing).
-pub const LEGACY_MAX_LEN: usize = 128;
+/// Longest key of any kind accepted, in bytes (longer input is rejected
+/// before hashing). Generous: tokens of older systems can be JWT-sized.
+pub const KEY_MAX_LEN: usize = 4096;
 
 /// Why a key was rejected without any store lookup.
 ///
@@ -58,10 +62,13 @@ pub enum KeyError {
     /// No key was sent at all.
     #[error("no API key was sent")]
     Missing,
-    /// The key has the Inlet prefix but the wrong length (e.g. truncated).
+    /// The key has the Inlet prefix but the wrong length (e.g. truncated),
+    /// or is longer than [`KEY_MAX_LEN`].
     #[error("API key has the wrong length")]
     Length,
-    /// The key contains characters outside its alphabet (incl. non-ASCII).
+    /// The key contains characters no key can hold: outside the Inlet
+    /// alphabet for a key with the Inlet prefix, control characters for any
+    /// other.
     #[error("API key contains characters outside its alphabet")]
     Alphabet,
     /// The key's format version is not one this build understands.
@@ -219,11 +226,8 @@ impl ApiKey {
         if raw.is_empty() {
             return Err(KeyError::Missing);
         }
-        if raw.len() > LEGACY_MAX_LEN {
+        if raw.len() > KEY_MAX_LEN {
             return Err(KeyError::Length);
-        }
-        if !raw.is_ascii() {
-            return Err(KeyError::Alphabet);
         }
         match raw.strip_prefix(KEY_PREFIX) {
             Some(body) => parse_inlet_body(raw, body),
@@ -295,14 +299,11 @@ fn parse_inlet_body(raw: &str, body: &str) -> Result<ApiKey, KeyError> {
     })
 }
 
+/// Any token a store could hold: no control characters, and no leading or
+/// trailing whitespace (agents' keys are trimmed before they get here, so
+/// such a key could never be presented as stored).
 fn parse_legacy(raw: &str) -> Result<ApiKey, KeyError> {
-    if raw.len() < LEGACY_MIN_LEN {
-        return Err(KeyError::Length);
-    }
-    if !raw
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    if raw.chars().any(char::is_control) || raw.trim() != raw {
         return Err(KeyError::Alphabet);
     }
     Ok(ApiKey {
@@ -315,7 +316,13 @@ impl fmt::Display for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             KeyKind::Inlet { key_id, .. } => write!(f, "{KEY_PREFIX}…[{key_id}]"),
-            KeyKind::Legacy => write!(f, "{}…", &self.text[..4]),
+            // At most 4 characters, and never more than a quarter of a
+            // short key.
+            KeyKind::Legacy => {
+                let shown = (self.text.chars().count() / 4).min(4);
+                let prefix: String = self.text.chars().take(shown).collect();
+                write!(f, "{prefix}…")
+            }
         }
     }
 }
@@ -549,9 +556,13 @@ mod tests {
             ApiKey::parse(&other, &v).unwrap().provenance(),
             Provenance::Legacy
         );
-        // With a character outside the legacy alphabet it is malformed.
+        // Nor is one with another separator: a legacy system could have
+        // issued it.
         let other = key.expose_secret().replacen("inlet_", "inlet:", 1);
-        assert_eq!(ApiKey::parse(&other, &v), Err(KeyError::Alphabet));
+        assert_eq!(
+            ApiKey::parse(&other, &v).unwrap().provenance(),
+            Provenance::Legacy
+        );
     }
 
     #[test]
@@ -592,15 +603,23 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_is_malformed() {
+    fn non_ascii_is_malformed_only_under_the_inlet_prefix() {
         let (_, v) = setup();
         assert_eq!(
             ApiKey::parse("inlet_ünïcödé-key-0123456789", &v),
+            Err(KeyError::Length)
+        );
+        let body = format!("ü{}", "A".repeat(62));
+        assert_eq!(
+            ApiKey::parse(&format!("{KEY_PREFIX}{body}"), &v),
             Err(KeyError::Alphabet)
         );
+        // A legacy system may well have issued non-ASCII tokens.
         assert_eq!(
-            ApiKey::parse("ключ-ключ-ключ-ключ", &v),
-            Err(KeyError::Alphabet)
+            ApiKey::parse("ключ-ключ-ключ-ключ", &v)
+                .unwrap()
+                .provenance(),
+            Provenance::Legacy
         );
     }
 
@@ -650,18 +669,32 @@ mod tests {
     }
 
     #[test]
-    fn legacy_uuid_keys_are_accepted_for_lookup() {
+    fn legacy_keys_of_any_shape_are_accepted_for_lookup() {
         let (_, v) = setup();
         let key = ApiKey::parse("3f2504e0-4f89-11d3-9a0c-0305e82c3301", &v).unwrap();
         assert_eq!(key.provenance(), Provenance::Legacy);
         assert_eq!(key.key_id(), None);
-        assert_eq!(ApiKey::parse("short", &v), Err(KeyError::Length));
-        assert_eq!(
-            ApiKey::parse("has space in it 1234567", &v),
-            Err(KeyError::Alphabet)
+        // Short, base64 with `+/=`, with inner spaces, JWT-sized: a store
+        // may hold any of them.
+        let jwt = format!(
+            "eyJ{}.eyJ{}.{}",
+            "a".repeat(300),
+            "b".repeat(900),
+            "c".repeat(342)
         );
-        let long = "a".repeat(LEGACY_MAX_LEN + 1);
+        for ok in ["short1234", "x", "Zm9vYmFyYmF6cXV4+/==", "two words", &jwt] {
+            assert_eq!(
+                ApiKey::parse(ok, &v).map(|k| k.provenance()),
+                Ok(Provenance::Legacy),
+                "{ok:?}"
+            );
+        }
+        // What no store can hold.
+        assert_eq!(ApiKey::parse("tab\tinside", &v), Err(KeyError::Alphabet));
+        assert_eq!(ApiKey::parse(" padded", &v), Err(KeyError::Alphabet));
+        let long = "a".repeat(KEY_MAX_LEN + 1);
         assert_eq!(ApiKey::parse(&long, &v), Err(KeyError::Length));
+        assert!(ApiKey::parse(&"a".repeat(KEY_MAX_LEN), &v).is_ok());
     }
 
     #[test]
@@ -677,6 +710,9 @@ mod tests {
         let legacy = ApiKey::parse_format("3f2504e0-4f89-11d3-9a0c-0305e82c3301").unwrap();
         assert_eq!(format!("{legacy}"), "3f25…");
         assert!(!format!("{legacy:?}").contains("4f89"));
+        let short = ApiKey::parse_format("short1234").unwrap();
+        assert_eq!(format!("{short}"), "sh…");
+        assert_eq!(format!("{}", ApiKey::parse_format("abc").unwrap()), "…");
         let s = secret(3, 3);
         assert!(!format!("{s:?}").contains("3, 3"));
     }

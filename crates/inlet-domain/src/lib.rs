@@ -55,7 +55,8 @@ pub use encoding::{ContentEncoding, DecodeError, UnsupportedEncoding};
 pub use envelope::{ENVELOPE_CONTENT_TYPE, Envelope, EnvelopeError};
 pub use ids::{AccountId, AppName, Environment, InvalidDigest, InvalidName, KeyDigest};
 pub use key::{
-    ApiKey, KeyError, KeyId, KeyIssuer, KeyVerifier, Provenance, SecretError, SigningSecret,
+    ApiKey, KEY_MAX_LEN, KEY_PREFIX, KeyError, KeyId, KeyIssuer, KeyVerifier, Provenance,
+    SecretError, SigningSecret,
 };
 pub use record::{
     AccountState, AuthMode, Disposition, Grant, KeyRecord, KeyState, RateLimit, UndecidableReason,
