@@ -240,7 +240,7 @@ async fn handle(
         received_at_ms,
         content_encoding: encoding,
         batch_id,
-        body: body.to_vec(),
+        body,
     };
     state
         .publisher
