@@ -17,6 +17,7 @@ use inlet_obs::admin::{health_response, metrics_response};
 use inlet_obs::{AdminServer, Health, MetricsRegistry};
 use inlet_queue::Publisher;
 
+use crate::budget::Budget;
 use crate::error::ApiError;
 use crate::metrics::{ApiMetrics, PUSH_ROUTE};
 use crate::push::push;
@@ -44,6 +45,11 @@ pub struct AppState {
     pub(crate) metrics: ApiMetrics,
     pub(crate) health: Health,
     pub(crate) registry: MetricsRegistry,
+    /// Push bodies held, until their answer (`api.max_in_flight_bytes`).
+    pub(crate) bodies: Budget,
+    /// Decompressed bodies while validated: one `api.max_decoded_bytes`
+    /// per HTTP worker.
+    pub(crate) decoding: Budget,
     draining: Arc<AtomicBool>,
 }
 
@@ -120,6 +126,24 @@ impl Application {
             }
             None => (None, None),
         };
+        // Decoding runs on the HTTP worker threads: one maximum decoded
+        // body per worker lets every worker decode at once.
+        let workers = if settings.workers > 0 {
+            settings.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        };
+        let in_use = |budget: &str| metrics.in_flight_bytes.with_label_values(&[budget]);
+        let bodies = Budget::new(
+            settings.max_in_flight_bytes,
+            settings.in_flight_wait(),
+            in_use("body"),
+        );
+        let decoding = Budget::new(
+            settings.max_decoded_bytes.saturating_mul(workers),
+            settings.in_flight_wait(),
+            in_use("decode"),
+        );
         let state = web::Data::new(AppState {
             auth: deps.authenticator,
             publisher: deps.publisher,
@@ -128,6 +152,8 @@ impl Application {
             metrics,
             health: deps.health,
             registry: deps.registry,
+            bodies,
+            decoding,
             draining: Arc::new(AtomicBool::new(false)),
             settings: settings.clone(),
         });

@@ -11,7 +11,7 @@
 //! | 413 | `payload_too_large` | drop |
 //! | 415 | `unsupported_media_type`, `unsupported_encoding` | drop |
 //! | 429 | `rate_limited` | retry after `Retry-After` |
-//! | 503 | `auth_unavailable`, `key_record_unreadable`, `queue_unavailable`, `queue_backpressure`, `queue_timeout`, `queue_nacked`, `queue_unroutable`, `shutting_down` | retry after `Retry-After` |
+//! | 503 | `auth_unavailable`, `key_record_unreadable`, `queue_unavailable`, `queue_backpressure`, `queue_timeout`, `queue_nacked`, `queue_unroutable`, `server_busy`, `shutting_down` | retry after `Retry-After` |
 //!
 //! `auth_unavailable` (undecidable) is a 503, never a 401: only a verdict of
 //! the source of truth or of the key's own bytes is a 401.
@@ -64,6 +64,8 @@ pub enum ApiError {
     Batch(BatchError),
     /// The broker did not confirm.
     Queue(PublishError),
+    /// No room in the memory budgets within the wait.
+    ServerBusy,
     /// The instance is shutting down.
     ShuttingDown,
     /// No such route.
@@ -148,6 +150,7 @@ impl ApiError {
             ApiError::BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "body_incomplete"),
             ApiError::Batch(e) => (StatusCode::BAD_REQUEST, e.code()),
             ApiError::Queue(e) => (StatusCode::SERVICE_UNAVAILABLE, e.code()),
+            ApiError::ServerBusy => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -194,6 +197,9 @@ impl ApiError {
             ApiError::CorruptBody(m) | ApiError::BodyIncomplete(m) => m.clone(),
             ApiError::Batch(e) => e.to_string(),
             ApiError::Queue(e) => format!("the push could not be queued: {e}"),
+            ApiError::ServerBusy => {
+                "this instance holds as many push bytes as it may right now; retry".into()
+            }
             ApiError::ShuttingDown => "this instance is shutting down; retry".into(),
             ApiError::NotFound => "no such endpoint".into(),
             ApiError::MethodNotAllowed => "method not allowed on this endpoint".into(),

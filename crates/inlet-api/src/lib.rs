@@ -3,8 +3,10 @@
 //! - `POST /v1/push` — a JSON batch (identity, gzip, deflate or zstd), the
 //!   key in `Authorization: Bearer`, `X-Inlet-Key` or `?api_key=`. The key
 //!   is checked before the body is read; malformed keys cost no store I/O;
-//!   the body never exceeds its limits, compressed or decompressed; 202 is
-//!   sent only after the broker confirmed the message.
+//!   the body never exceeds its limits, compressed or decompressed, and
+//!   the bytes all pushes hold at once stay within a process-wide budget
+//!   (503 `server_busy` beyond it); 202 is sent only after the broker
+//!   confirmed the message.
 //! - `GET /health/live`, `GET /health/ready` — ready only when the
 //!   authenticator can decide **and** the publisher is connected, and never
 //!   once shutdown has begun.
@@ -20,6 +22,7 @@
 //! - [`app`]: [`Application`] (`build`, `port`, `run_until_stopped`), the
 //!   request-id/metrics middleware, readiness wiring, graceful drain.
 //! - [`push`]: the push handler.
+//! - [`budget`]: the process-wide budgets of push bytes in memory.
 //! - [`error`]: the single error → status/code/directive mapping.
 //! - [`ratelimit`]: per-key token buckets.
 //! - [`metrics`]: the [`ApiMetrics`].
@@ -37,6 +40,7 @@
 //! ```
 
 pub mod app;
+pub mod budget;
 pub mod error;
 pub mod metrics;
 pub mod push;

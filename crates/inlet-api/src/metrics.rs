@@ -31,6 +31,11 @@ pub struct ApiMetrics {
     /// `inlet_api_rate_limited_total`: pushes refused by the per-key rate
     /// limit.
     pub rate_limited: prometheus::IntCounter,
+    /// `inlet_api_in_flight_bytes{budget}`: bytes reserved in the memory
+    /// budgets, `body` (push bodies until their answer) and `decode`
+    /// (decompressed bodies while validated). Pushes refused for want of
+    /// room are `inlet_api_requests_total{code="server_busy"}`.
+    pub in_flight_bytes: IntGaugeVec,
     /// The series every accepted push touches, resolved once (a label
     /// lookup hashes the labels and takes a lock).
     pub hot: HotSeries,
@@ -80,6 +85,7 @@ impl ApiMetrics {
             Box::new(self.dependency_ready.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.rate_limited.clone()),
+            Box::new(self.in_flight_bytes.clone()),
         ]
     }
 
@@ -142,6 +148,13 @@ impl ApiMetrics {
             rate_limited: prometheus::IntCounter::new(
                 "inlet_api_rate_limited_total",
                 "Pushes refused by the per-key rate limit.",
+            )?,
+            in_flight_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "inlet_api_in_flight_bytes",
+                    "Bytes reserved in the memory budgets (body, decode).",
+                ),
+                &["budget"],
             )?,
         })
     }

@@ -19,6 +19,16 @@ pub struct ApiSettings {
     /// Largest body after decompression, bytes; decompression stops there
     /// (gzip bombs). Default 8388608.
     pub max_decoded_bytes: usize,
+    /// Push bodies this process holds in memory at once, bytes: from
+    /// before a body is read until its answer. With decompression's own
+    /// room (one `max_decoded_bytes` per HTTP worker) it bounds the memory
+    /// pushes take however many arrive at once; a push that finds no room
+    /// within `in_flight_wait_ms` is answered 503 `server_busy`.
+    /// Default 67108864 (64 MiB).
+    pub max_in_flight_bytes: usize,
+    /// How long a push waits for room in those budgets, milliseconds.
+    /// Default 200.
+    pub in_flight_wait_ms: u64,
     /// Requests per second per key when the account has no limit of its
     /// own. Default 100.
     pub default_rate_per_s: u32,
@@ -56,6 +66,8 @@ impl Default for ApiSettings {
             workers: 0,
             max_body_bytes: 1 << 20,
             max_decoded_bytes: 8 << 20,
+            max_in_flight_bytes: 64 << 20,
+            in_flight_wait_ms: 200,
             default_rate_per_s: 100,
             default_burst: 200,
             rate_limiter_max_keys: 100_000,
@@ -81,6 +93,11 @@ pub struct InvalidApiSetting {
 }
 
 impl ApiSettings {
+    /// The in-flight wait.
+    pub fn in_flight_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.in_flight_wait_ms)
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), InvalidApiSetting> {
         let bad = |key, message| Err(InvalidApiSetting { key, message });
@@ -96,6 +113,12 @@ impl ApiSettings {
             return bad(
                 "api.max_decoded_bytes",
                 "must be at least api.max_body_bytes (> 0)",
+            );
+        }
+        if self.max_in_flight_bytes < self.max_body_bytes {
+            return bad(
+                "api.max_in_flight_bytes",
+                "must be at least api.max_body_bytes (one maximum-size push must fit)",
             );
         }
         if self.default_rate_per_s == 0 || self.default_burst == 0 {

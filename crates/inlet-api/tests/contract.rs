@@ -564,3 +564,60 @@ async fn every_legacy_token_the_source_of_truth_holds_can_be_presented() {
     }
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_full_memory_budget_is_503_server_busy_with_retry_after() {
+    // Room for exactly one body of the largest size.
+    let app = spawn_app_with(Options {
+        api: inlet_api::ApiSettings {
+            max_body_bytes: 64 * 1024,
+            max_decoded_bytes: 1 << 20,
+            max_in_flight_bytes: 64 * 1024,
+            in_flight_wait_ms: 50,
+            ..Options::default().api
+        },
+        ..Options::default()
+    })
+    .await;
+    app.wait_ready().await;
+    let key = app.key.expose_secret().to_owned();
+    let in_use = || async {
+        let text = app.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("inlet_api_in_flight_bytes{budget=\"body\"} "))
+            .map(|v| v.trim().to_owned())
+    };
+
+    // A push streaming its body without a length holds room for the
+    // largest body until it is answered.
+    let json = serde_json::to_vec(&batch_json(None)).unwrap();
+    let (half, rest) = json.split_at(json.len() / 2);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    tx.unbounded_send(Ok(half.to_vec())).unwrap();
+    let slow = tokio::spawn(
+        app.push()
+            .bearer_auth(&key)
+            .body(reqwest::Body::wrap_stream(rx))
+            .send(),
+    );
+    inlet_testkit::wait_until(
+        Duration::from_secs(10),
+        "the slow push to hold the budget",
+        || async { in_use().await.as_deref() == Some("65536") },
+    )
+    .await;
+
+    // Any other push finds no room within the wait.
+    let p = problem(app.push_json(Some(&key), &batch_json(None)).await).await;
+    assert_rejection(&p, 503, "server_busy");
+
+    // Once the slow push is answered, its room is back.
+    tx.unbounded_send(Ok(rest.to_vec())).unwrap();
+    drop(tx);
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
+    assert_eq!(in_use().await.as_deref(), Some("0"));
+    let resp = app.push_json(Some(&key), &batch_json(None)).await;
+    assert_eq!(resp.status(), 202);
+    app.cleanup().await;
+}

@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    let body = ContentEncoding::Gzip.encode(&batch_json(50));
+    let body = ContentEncoding::Gzip.encode(&batch_json(50)).into();
     let env = Envelope {
         message_id: Envelope::new_message_id(),
         account_id: Some(AccountId::parse("acme").unwrap()),

@@ -20,6 +20,7 @@
 //! The body is forwarded as the agent compressed it: the API decompresses
 //! only to validate, and the broker carries the smaller form.
 
+use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::{AccountId, AuthMode, BatchId, ContentEncoding, KeyDigest, KeyId};
@@ -53,8 +54,9 @@ pub struct Envelope {
     pub content_encoding: ContentEncoding,
     /// The agent's idempotency key, if any.
     pub batch_id: Option<BatchId>,
-    /// The batch JSON, as received (possibly compressed).
-    pub body: Vec<u8>,
+    /// The batch JSON, as received (possibly compressed). Shared, not
+    /// copied, with the buffer the API read it into.
+    pub body: Bytes,
 }
 
 /// Why bytes could not be decoded as an envelope. Such a message can never
@@ -189,7 +191,7 @@ impl Envelope {
             )
         };
         let len = u32::from_be_bytes(r.array()?) as usize;
-        let body = r.take(len)?.to_vec();
+        let body = Bytes::copy_from_slice(r.take(len)?);
         if !r.0.is_empty() {
             return Err(EnvelopeError::Trailing);
         }
@@ -245,7 +247,7 @@ mod tests {
             received_at_ms: 1_790_000_000_123,
             content_encoding: ContentEncoding::Gzip,
             batch_id: BatchId::parse("batch-7"),
-            body: b"{\"x\":1}".to_vec(),
+            body: Bytes::from_static(b"{\"x\":1}"),
         }
     }
 
@@ -347,7 +349,7 @@ mod tests {
                 received_at_ms: received,
                 content_encoding: ContentEncoding::Identity,
                 batch_id: batch.as_deref().and_then(BatchId::parse),
-                body,
+                body: body.into(),
             };
             prop_assert_eq!(Envelope::decode(&e.encode()), Ok(e));
         }

@@ -40,7 +40,7 @@ fn envelope(body_len: usize) -> Envelope {
         received_at_ms: 1_790_000_000_000,
         content_encoding: ContentEncoding::Identity,
         batch_id: None,
-        body: vec![b'x'; body_len],
+        body: vec![b'x'; body_len].into(),
     }
 }
 

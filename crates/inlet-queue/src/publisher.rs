@@ -937,7 +937,7 @@ mod tests {
             received_at_ms: 1,
             content_encoding: ContentEncoding::Identity,
             batch_id: None,
-            body: b"{}".to_vec(),
+            body: b"{}".to_vec().into(),
         }
     }
 

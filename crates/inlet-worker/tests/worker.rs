@@ -199,7 +199,9 @@ async fn poison_goes_to_the_dead_letter_queue_and_valid_messages_pass() {
         AuthMode::Confirmed,
         &h.key,
     );
-    invalid.body = inlet_domain::ContentEncoding::Gzip.encode(b"{\"agent\": 3}");
+    invalid.body = inlet_domain::ContentEncoding::Gzip
+        .encode(b"{\"agent\": 3}")
+        .into();
     h.publish(&invalid).await;
     h.publish_json(&tx_batch("ok", "A", 10, 1.0, start)).await;
 

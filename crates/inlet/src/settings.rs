@@ -428,6 +428,11 @@ mod tests {
             ("INLET__AUTH__PRIMARY", "etcd", "auth.primary"),
             ("INLET__ADMIN__SYNC_LISTEN", "nowhere", "admin.sync_listen"),
             ("INLET__API__LISTEN", "nowhere", "api.listen"),
+            (
+                "INLET__API__MAX_IN_FLIGHT_BYTES",
+                "1024",
+                "api.max_in_flight_bytes",
+            ),
             ("INLET__QUEUE__PREFETCH", "0", "queue.prefetch"),
             ("INLET__WORKER__CONCURRENCY", "0", "worker.concurrency"),
         ];

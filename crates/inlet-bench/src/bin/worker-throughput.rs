@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
                 received_at_ms: now_ms(),
                 content_encoding: ContentEncoding::Gzip,
                 batch_id: inlet_domain::BatchId::parse(&format!("w{i}")),
-                body: ContentEncoding::Gzip.encode(&raw),
+                body: ContentEncoding::Gzip.encode(&raw).into(),
             })
             .await?;
     }

@@ -70,7 +70,7 @@ pub fn envelope(i: usize) -> Envelope {
         received_at_ms: 1_790_000_000_000 + i as i64,
         content_encoding: ContentEncoding::Identity,
         batch_id: None,
-        body: format!("{{\"n\":{i}}}").into_bytes(),
+        body: format!("{{\"n\":{i}}}").into_bytes().into(),
     }
 }
 

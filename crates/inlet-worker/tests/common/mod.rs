@@ -147,7 +147,7 @@ impl Harness {
             received_at_ms: now_ms(),
             content_encoding: ContentEncoding::Gzip,
             batch_id: body["batch_id"].as_str().and_then(BatchId::parse),
-            body: ContentEncoding::Gzip.encode(&raw),
+            body: ContentEncoding::Gzip.encode(&raw).into(),
         }
     }
 

@@ -454,6 +454,11 @@ impl Proc {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Its exit status, if it has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {

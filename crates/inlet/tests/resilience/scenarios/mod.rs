@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod brute_force;
+mod hostile_bodies;
 mod incident;
 mod mongo_down;
 mod rabbit_restart;
