@@ -255,6 +255,24 @@ mod tests {
     }
 
     #[test]
+    fn production_serves_metrics_and_readiness_details_on_the_admin_listener() {
+        let s = Settings::load_from(&shipped_dir(), "production").unwrap();
+        let port = |a: &str| a.parse::<std::net::SocketAddr>().unwrap().port();
+        let admin = s
+            .api
+            .admin_listen
+            .as_deref()
+            .expect("production sets api.admin_listen");
+        assert_ne!(port(admin), port(&s.api.listen));
+        // docker-compose's Prometheus scrapes the API there.
+        let prometheus =
+            std::fs::read_to_string(shipped_dir().join("../deploy/prometheus/prometheus.yml"))
+                .unwrap();
+        let target = format!("\"api:{}\"", port(admin));
+        assert!(prometheus.contains(&target), "{target} in prometheus.yml");
+    }
+
+    #[test]
     fn local_config_can_issue_keys() {
         let s = Settings::load_from(&shipped_dir(), "local").unwrap();
         assert!(s.signing.issuer().unwrap().is_some());
