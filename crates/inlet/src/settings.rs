@@ -334,7 +334,11 @@ mod tests {
             ("default.toml", ""),
             ("production.toml", "[signing]\ncurrent = 3\n"),
         ];
-        let secret = "ab".repeat(32);
+        // Random: any secret written down here would be published.
+        let secret: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let s = load_with(
             &files,
             "production",
@@ -347,7 +351,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("signing.secrets") && err.contains("development"),
+            err.contains("signing.secrets") && err.contains("published"),
             "{err}"
         );
     }
