@@ -148,7 +148,8 @@ impl AuthSettings {
 /// 1 = "hex or base64, at least 32 bytes"
 /// ```
 ///
-/// In the environment: `INLET__SIGNING__SECRETS__1=…`.
+/// In the environment: `INLET__SIGNING__SECRETS__1=…`, or
+/// `INLET__SIGNING__SECRET_FILES__1=/run/secrets/inlet-signing-1`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SigningSettings {
@@ -160,6 +161,12 @@ pub struct SigningSettings {
     /// Inlet keys are decided by lookup only, and never provisionally).
     #[serde(serialize_with = "redact_secrets")]
     pub secrets: BTreeMap<String, String>,
+    /// Secrets by id, each read from a file holding it (hex or base64;
+    /// surrounding whitespace ignored) when settings are loaded: Docker or
+    /// Kubernetes secrets, or the volume docker-compose's `secrets-init`
+    /// fills, so the secret is in no environment variable. An id is given
+    /// here or in `secrets`, not both. Default: none.
+    pub secret_files: BTreeMap<String, PathBuf>,
 }
 
 fn redact_secrets<S: serde::Serializer>(
@@ -175,6 +182,7 @@ impl std::fmt::Debug for SigningSettings {
         f.debug_struct("SigningSettings")
             .field("current", &self.current)
             .field("secret_ids", &self.secrets.keys().collect::<Vec<_>>())
+            .field("secret_files", &self.secret_files)
             .finish()
     }
 }
@@ -210,19 +218,43 @@ pub const PUBLISHED_SECRETS: &[(&str, &str)] = &[
 pub const MIN_DISTINCT_BYTES: usize = 16;
 
 impl SigningSettings {
-    /// The configured secrets' ids and bytes.
+    /// The configured secrets' ids and bytes, from `secrets` and
+    /// `secret_files`.
     fn decoded(&self) -> Result<Vec<(u8, Vec<u8>)>, InvalidSetting> {
+        const INLINE: &str = "signing.secrets";
+        const FILES: &str = "signing.secret_files";
+        let parse_id = |key: &'static str, id: &str| {
+            id.parse::<u8>().map_err(|_| InvalidSetting {
+                key,
+                message: format!("secret id {id:?} is not a number from 0 to 255"),
+            })
+        };
+        let decode = |key: &'static str, id: u8, text: &str| {
+            decode_secret(text).ok_or_else(|| InvalidSetting {
+                key,
+                message: format!("secret {id} is neither hex nor base64"),
+            })
+        };
         let mut out = Vec::new();
         for (id, text) in &self.secrets {
-            let id: u8 = id.parse().map_err(|_| InvalidSetting {
-                key: "signing.secrets",
-                message: format!("secret id {id:?} is not a number from 0 to 255"),
+            let id = parse_id(INLINE, id)?;
+            out.push((id, decode(INLINE, id, text)?));
+        }
+        for (id, path) in &self.secret_files {
+            let id = parse_id(FILES, id)?;
+            if out.iter().any(|(i, _)| *i == id) {
+                return Err(InvalidSetting {
+                    key: FILES,
+                    message: format!(
+                        "secret {id} is also set in signing.secrets; set each secret once"
+                    ),
+                });
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| InvalidSetting {
+                key: FILES,
+                message: format!("secret {id}: cannot read {}: {e}", path.display()),
             })?;
-            let bytes = decode_secret(text).ok_or_else(|| InvalidSetting {
-                key: "signing.secrets",
-                message: format!("secret {id} is neither hex nor base64"),
-            })?;
-            out.push((id, bytes));
+            out.push((id, decode(FILES, id, &text)?));
         }
         Ok(out)
     }
@@ -446,6 +478,7 @@ mod tests {
         let mut s = SigningSettings {
             current: Some(1),
             secrets: BTreeMap::from([("1".to_owned(), DEV_HEX.to_owned())]),
+            ..SigningSettings::default()
         };
         s.validate(false).unwrap();
         assert_eq!(
@@ -462,6 +495,7 @@ mod tests {
         let short = SigningSettings {
             current: None,
             secrets: BTreeMap::from([("1".to_owned(), "abcd".to_owned())]),
+            ..SigningSettings::default()
         };
         assert!(short.validate(false).is_err());
     }
@@ -470,6 +504,7 @@ mod tests {
         SigningSettings {
             current: Some(1),
             secrets: BTreeMap::from([("1".to_owned(), text.to_owned())]),
+            ..SigningSettings::default()
         }
     }
 
@@ -499,6 +534,48 @@ mod tests {
     }
 
     #[test]
+    fn secrets_can_be_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing-2");
+        let random = hex::encode(rand::random::<[u8; 32]>());
+        std::fs::write(&path, format!("{random}\n")).unwrap();
+        let mut s = SigningSettings {
+            current: Some(2),
+            secret_files: BTreeMap::from([("2".to_owned(), path.clone())]),
+            ..one_secret(DEV_HEX)
+        };
+        s.validate(false).unwrap();
+        assert_eq!(
+            s.secrets()
+                .unwrap()
+                .iter()
+                .map(|s| s.id())
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(s.issuer().unwrap().is_some());
+        // The production checks apply to file secrets too.
+        assert!(s.validate(true).unwrap_err().message.contains("published"));
+        s.secrets.clear();
+        s.validate(true).unwrap();
+
+        s.secrets.insert("2".into(), random);
+        let err = s.validate(false).unwrap_err();
+        assert_eq!(err.key, "signing.secret_files");
+        assert!(err.message.contains("set each secret once"), "{err}");
+        s.secrets.clear();
+
+        std::fs::write(&path, "07".repeat(32)).unwrap();
+        assert!(s.validate(true).unwrap_err().message.contains("distinct"));
+        std::fs::write(&path, "abcd").unwrap();
+        assert!(s.validate(false).unwrap_err().message.contains("32 bytes"));
+        std::fs::remove_file(&path).unwrap();
+        let err = s.validate(false).unwrap_err();
+        assert_eq!(err.key, "signing.secret_files");
+        assert!(err.message.contains("signing-2"), "{err}");
+    }
+
+    #[test]
     fn published_fingerprints_are_distinct_fingerprints() {
         for (i, (f, origin)) in PUBLISHED_SECRETS.iter().enumerate() {
             assert!(
@@ -517,6 +594,7 @@ mod tests {
         let s = SigningSettings {
             current: Some(1),
             secrets: BTreeMap::from([("1".to_owned(), DEV_HEX.to_owned())]),
+            ..SigningSettings::default()
         };
         assert!(!format!("{s:?}").contains(DEV_HEX));
         let json = serde_json::to_string(&s).unwrap();

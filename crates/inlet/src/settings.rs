@@ -357,6 +357,37 @@ mod tests {
     }
 
     #[test]
+    fn secret_files_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signing-1");
+        let secret: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(&file, &secret).unwrap();
+        let files = [("default.toml", ""), ("production.toml", "")];
+        let s = load_with(
+            &files,
+            "production",
+            &[
+                ("INLET__SIGNING__CURRENT", "1"),
+                ("INLET__SIGNING__SECRET_FILES__1", file.to_str().unwrap()),
+            ],
+        )
+        .unwrap();
+        assert!(s.signing.issuer().unwrap().is_some());
+        std::fs::remove_file(&file).unwrap();
+        let err = load_with(
+            &files,
+            "production",
+            &[("INLET__SIGNING__SECRET_FILES__1", file.to_str().unwrap())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("signing.secret_files"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = load_with(
             &[("default.toml", "[limits]\nmax_errors = \"lots\"\n")],

@@ -177,10 +177,7 @@ fn every_secret_published_in_the_repository_is_refused_in_production() {
 #[test]
 fn the_scanner_finds_every_form_a_secret_is_written_in() {
     // Random, so this file publishes none of them.
-    let hex: String = rand::random::<[u8; 32]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = random_hex();
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let b64: String = (0..44)
         .map(|_| char::from(alphabet[rand::random_range(0..64)]))
@@ -222,4 +219,107 @@ fn the_scanner_finds_every_form_a_secret_is_written_in() {
         );
         assert!(signing(&secret).validate(false).is_ok(), "{text}");
     }
+}
+
+fn random_hex() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `inlet config` in production with the given signing environment.
+fn production_config(vars: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"));
+    c.arg("config")
+        .env("INLET_CONFIG_DIR", root().join("config"))
+        .env("INLET_ENV", "production")
+        .env_remove("RUST_LOG");
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Runs `deploy/secrets-init.sh` as docker-compose's `secrets-init` does,
+/// into `dir`; returns the secret file's contents.
+fn secrets_init(dir: &Path, user_secret: Option<&str>) -> String {
+    let mut c = std::process::Command::new("sh");
+    c.arg(root().join("deploy/secrets-init.sh"))
+        .env("INLET_SECRETS_DIR", dir)
+        .env_remove("INLET_SIGNING_SECRET");
+    if let Some(s) = user_secret {
+        c.env("INLET_SIGNING_SECRET", s);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "secrets-init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("signing-1")).unwrap()
+}
+
+#[test]
+fn compose_ships_no_secret_and_generates_one_on_first_start() {
+    let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    assert!(
+        !compose.contains("SIGNING__SECRETS__"),
+        "docker-compose.yml sets a signing secret"
+    );
+    let value = |name: &str| {
+        let re = Regex::new(&format!(r"(?m)^\s*{name}:\s*(\S+)\s*$")).unwrap();
+        let all: Vec<String> = re
+            .captures_iter(&compose)
+            .map(|c| c[1].to_owned())
+            .collect();
+        assert_eq!(all.len(), 1, "{name} once in docker-compose.yml");
+        all[0].clone()
+    };
+    // The services read the file secrets-init writes.
+    let file = value("INLET__SIGNING__SECRET_FILES__1");
+    assert_eq!(file, format!("{}/signing-1", value("INLET_SECRETS_DIR")));
+    assert_eq!(value("INLET__SIGNING__CURRENT"), "\"1\"");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signing-1");
+    let file = file.to_str().unwrap();
+    let stack_env = [
+        ("INLET__SIGNING__CURRENT", "1"),
+        ("INLET__SIGNING__SECRET_FILES__1", file),
+    ];
+    // Before secrets-init ran, nothing starts: there is no secret to fall
+    // back on.
+    let out = production_config(&stack_env);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signing.secret_files"));
+
+    // First start: a fresh random secret, which production accepts.
+    let first = secrets_init(dir.path(), None);
+    assert!(
+        first.trim().len() == 64 && first.trim().bytes().all(|b| b.is_ascii_hexdigit()),
+        "{first:?}"
+    );
+    let out = production_config(&stack_env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(first.trim()));
+    // Later starts keep it (keys signed with it stay verifiable).
+    assert_eq!(secrets_init(dir.path(), None), first);
+    // Another stack gets another secret.
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(secrets_init(other.path(), None), first);
+    // A secret the user supplies wins.
+    let mine = random_hex();
+    assert_eq!(secrets_init(dir.path(), Some(&mine)).trim(), mine);
+    assert!(production_config(&stack_env).status.success());
+    // And a published one is refused when the services start.
+    let dev = "696e6c65742d6c6f63616c2d646576656c6f706d656e742d736563726574212121";
+    secrets_init(dir.path(), Some(dev));
+    let out = production_config(&stack_env);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("published"));
 }

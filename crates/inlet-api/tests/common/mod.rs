@@ -89,6 +89,7 @@ pub fn signing() -> SigningSettings {
     SigningSettings {
         current: Some(1),
         secrets: [("1".to_owned(), DEV_SECRET.to_owned())].into(),
+        ..SigningSettings::default()
     }
 }
 
