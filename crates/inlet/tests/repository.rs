@@ -1,5 +1,7 @@
 //! What the repository itself must (not) contain: every signing secret it
-//! publishes is refused in production.
+//! publishes is refused in production; docker-compose ships none and
+//! generates one on first start; local secrets and data stay out of git
+//! and out of the image's build context.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -322,4 +324,53 @@ fn compose_ships_no_secret_and_generates_one_on_first_start() {
     let out = production_config(&stack_env);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("published"));
+}
+
+#[test]
+fn local_secrets_and_data_stay_out_of_git_and_the_image() {
+    // Git, by its own matching rules.
+    for path in ["config/keys.toml", ".env"] {
+        let ignored = std::process::Command::new("git")
+            .args(["check-ignore", "-q", "--no-index", path])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(ignored.success(), "{path} is not in .gitignore");
+        let tracked = std::process::Command::new("git")
+            .args(["ls-files", "--error-unmatch", path])
+            .current_dir(root())
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!tracked.success(), "{path} is tracked");
+    }
+    // The image's build context (`COPY . .`): Docker anchors patterns at
+    // the context root, `**/` reaches nested directories.
+    let text = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let patterns: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for required in [
+        "config/keys.toml",
+        ".env",
+        ".git",
+        "target",
+        "**/target",
+        ".venv",
+        "**/.venv",
+        "venv",
+        "**/venv",
+        "secantus-data",
+        "fuzz/corpus",
+        "fuzz/artifacts",
+        ".schemathesis",
+    ] {
+        assert!(
+            patterns.contains(&required),
+            "{required} missing from .dockerignore"
+        );
+    }
 }
