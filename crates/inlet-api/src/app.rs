@@ -14,7 +14,7 @@ use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, we
 use inlet_auth::Authenticator;
 use inlet_domain::{BatchLimits, RateLimit};
 use inlet_obs::admin::{health_response, metrics_response};
-use inlet_obs::{AdminServer, Health, MetricsRegistry};
+use inlet_obs::{AdminServer, Health, MetricsRegistry, ReadinessDetail};
 use inlet_queue::Publisher;
 
 use crate::budget::Budget;
@@ -50,6 +50,9 @@ pub struct AppState {
     /// Decompressed bodies while validated: one `api.max_decoded_bytes`
     /// per HTTP worker.
     pub(crate) decoding: Budget,
+    /// What the push listener's `/health/ready` says: the details go where
+    /// `/metrics` goes (the admin listener, when there is one).
+    ready_detail: ReadinessDetail,
     draining: Arc<AtomicBool>,
 }
 
@@ -154,6 +157,11 @@ impl Application {
             registry: deps.registry,
             bodies,
             decoding,
+            ready_detail: if serve_metrics_here {
+                ReadinessDetail::Full
+            } else {
+                ReadinessDetail::Summary
+            },
             draining: Arc::new(AtomicBool::new(false)),
             settings: settings.clone(),
         });
@@ -362,7 +370,7 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    health_response(&state.health)
+    health_response(&state.health, state.ready_detail)
 }
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {

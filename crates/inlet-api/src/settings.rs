@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 pub struct ApiSettings {
     /// Address of the push listener. Default `0.0.0.0:8080`.
     pub listen: String,
-    /// When set, `/metrics` is served on this separate admin listener
-    /// instead of the push listener (health endpoints stay on both).
-    /// Default: none.
+    /// When set, `/metrics` and the detailed readiness body are served on
+    /// this separate admin listener instead of the push listener, whose
+    /// `/health/ready` then says only whether the process and each
+    /// component are ready (a detail can carry an internal error message).
+    /// Health endpoints stay on both. Default: none (everything on the push
+    /// listener); `config/production.toml` sets `0.0.0.0:9090`.
     pub admin_listen: Option<String>,
     /// HTTP worker threads; 0 means one per CPU. Default 0.
     pub workers: usize,

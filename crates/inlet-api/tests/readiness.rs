@@ -191,6 +191,77 @@ async fn shutdown_flips_readiness_first_and_drains() {
     app.cleanup().await;
 }
 
+/// `GET {base}/health/ready`: status and body.
+async fn ready_at(app: &common::TestApp, base: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_the_public_readiness_body_names_no_internals() {
+    let app = spawn_app_with(Options {
+        amqp_via_proxy: true,
+        api: inlet_api::ApiSettings {
+            admin_listen: Some("127.0.0.1:0".into()),
+            ..Options::default().api
+        },
+        ..Options::default()
+    })
+    .await;
+    app.wait_ready().await;
+    let admin = app.admin_base.clone().unwrap();
+    let public = |ready: bool, auth: bool, queue: bool| {
+        serde_json::json!({
+            "ready": ready,
+            "shutting_down": false,
+            "components": {"auth": {"ready": auth}, "queue": {"ready": queue}},
+        })
+    };
+    assert_eq!(ready_body(&app).await, (200, public(true, true, true)));
+    let (status, body) = ready_at(&app, &admin).await;
+    assert_eq!(status, 200);
+    assert!(
+        body["components"]["auth"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("populated")),
+        "the admin listener keeps the details: {body}"
+    );
+
+    // Not ready, with an internal error behind it: the public body still
+    // says only which component is not ready.
+    app.amqp_proxy.as_ref().unwrap().cut();
+    wait_until(Duration::from_secs(10), "readiness 503", || async {
+        ready_body(&app).await.0 == 503
+    })
+    .await;
+    assert_eq!(ready_body(&app).await, (503, public(false, true, false)));
+    let (status, body) = ready_at(&app, &admin).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["components"]["queue"]["detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+
+    // `/metrics` is only on the admin listener.
+    assert_eq!(app.get("/metrics").await.status(), 404);
+    let metrics = app
+        .client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    app.amqp_proxy.as_ref().unwrap().restore();
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn metrics_pass_promtool() {
     let app = spawn_app_with(Options::default()).await;

@@ -160,7 +160,8 @@ impl AuthSettings {
 /// 1 = "hex or base64, at least 32 bytes"
 /// ```
 ///
-/// In the environment: `INLET__SIGNING__SECRETS__1=…`.
+/// In the environment: `INLET__SIGNING__SECRETS__1=…`, or
+/// `INLET__SIGNING__SECRET_FILES__1=/run/secrets/inlet-signing-1`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SigningSettings {
@@ -172,6 +173,12 @@ pub struct SigningSettings {
     /// Inlet keys are decided by lookup only, and never provisionally).
     #[serde(serialize_with = "redact_secrets")]
     pub secrets: BTreeMap<String, String>,
+    /// Secrets by id, each read from a file holding it (hex or base64;
+    /// surrounding whitespace ignored) when settings are loaded: Docker or
+    /// Kubernetes secrets, or the volume docker-compose's `secrets-init`
+    /// fills, so the secret is in no environment variable. An id is given
+    /// here or in `secrets`, not both. Default: none.
+    pub secret_files: BTreeMap<String, PathBuf>,
 }
 
 fn redact_secrets<S: serde::Serializer>(
@@ -187,6 +194,7 @@ impl std::fmt::Debug for SigningSettings {
         f.debug_struct("SigningSettings")
             .field("current", &self.current)
             .field("secret_ids", &self.secrets.keys().collect::<Vec<_>>())
+            .field("secret_files", &self.secret_files)
             .finish()
     }
 }
@@ -195,26 +203,85 @@ impl std::fmt::Debug for SigningSettings {
 /// production.
 pub const DEV_SECRET_FINGERPRINT: &str = "d2fa7a45a470faac";
 
+/// Every secret published in this repository (or in its history), by
+/// [`SigningSecret::fingerprint`], with where it was published: refused in
+/// production, since anyone can sign keys with it. The one list;
+/// `crates/inlet/tests/repository.rs` scans the repository's text files for
+/// secret-looking values and fails on any that production would accept, so
+/// a newly published secret has to be added here.
+pub const PUBLISHED_SECRETS: &[(&str, &str)] = &[
+    (
+        DEV_SECRET_FINGERPRINT,
+        "the development secret of config/local.toml and the tests",
+    ),
+    (
+        "798ab32d842f782a",
+        "the former default of docker-compose.yml (c0ffee…)",
+    ),
+    (
+        "09f58f336ea27d17",
+        "a SHA-256 test vector in crates/inlet-domain (the digest of \"abc\")",
+    ),
+];
+
+/// Fewest distinct byte values a production secret must have. 32 random
+/// bytes have about 30 (fewer than 16 has a probability below 10^-20); the
+/// test fixtures' `[7; 32]`, `"ab".repeat(32)` or `c0ffee…` have 1 to 3.
+pub const MIN_DISTINCT_BYTES: usize = 16;
+
 impl SigningSettings {
-    /// Parses the configured secrets.
-    pub fn secrets(&self) -> Result<Vec<SigningSecret>, InvalidSetting> {
+    /// The configured secrets' ids and bytes, from `secrets` and
+    /// `secret_files`.
+    fn decoded(&self) -> Result<Vec<(u8, Vec<u8>)>, InvalidSetting> {
+        const INLINE: &str = "signing.secrets";
+        const FILES: &str = "signing.secret_files";
+        let parse_id = |key: &'static str, id: &str| {
+            id.parse::<u8>().map_err(|_| InvalidSetting {
+                key,
+                message: format!("secret id {id:?} is not a number from 0 to 255"),
+            })
+        };
+        let decode = |key: &'static str, id: u8, text: &str| {
+            decode_secret(text).ok_or_else(|| InvalidSetting {
+                key,
+                message: format!("secret {id} is neither hex nor base64"),
+            })
+        };
         let mut out = Vec::new();
         for (id, text) in &self.secrets {
-            let id: u8 = id.parse().map_err(|_| InvalidSetting {
-                key: "signing.secrets",
-                message: format!("secret id {id:?} is not a number from 0 to 255"),
+            let id = parse_id(INLINE, id)?;
+            out.push((id, decode(INLINE, id, text)?));
+        }
+        for (id, path) in &self.secret_files {
+            let id = parse_id(FILES, id)?;
+            if out.iter().any(|(i, _)| *i == id) {
+                return Err(InvalidSetting {
+                    key: FILES,
+                    message: format!(
+                        "secret {id} is also set in signing.secrets; set each secret once"
+                    ),
+                });
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| InvalidSetting {
+                key: FILES,
+                message: format!("secret {id}: cannot read {}: {e}", path.display()),
             })?;
-            let bytes = decode_secret(text).ok_or_else(|| InvalidSetting {
-                key: "signing.secrets",
-                message: format!("secret {id} is neither hex nor base64"),
-            })?;
-            let secret = SigningSecret::new(id, &bytes).map_err(|e| InvalidSetting {
-                key: "signing.secrets",
-                message: format!("secret {id}: {e}"),
-            })?;
-            out.push(secret);
+            out.push((id, decode(FILES, id, &text)?));
         }
         Ok(out)
+    }
+
+    /// Parses the configured secrets.
+    pub fn secrets(&self) -> Result<Vec<SigningSecret>, InvalidSetting> {
+        self.decoded()?
+            .into_iter()
+            .map(|(id, bytes)| {
+                SigningSecret::new(id, &bytes).map_err(|e| InvalidSetting {
+                    key: "signing.secrets",
+                    message: format!("secret {id}: {e}"),
+                })
+            })
+            .collect()
     }
 
     /// The verifier for all configured secrets.
@@ -241,21 +308,43 @@ impl SigningSettings {
         Ok(Some(KeyIssuer::new(secret)))
     }
 
-    /// Checks the secrets parse; in production, also that the shipped
-    /// development secret is not among them.
+    /// Checks the secrets parse (each at least 32 bytes, in every
+    /// environment); in production, also that none is published
+    /// ([`PUBLISHED_SECRETS`]) or a pattern rather than random bytes
+    /// ([`MIN_DISTINCT_BYTES`]).
     pub fn validate(&self, production: bool) -> Result<(), InvalidSetting> {
         let secrets = self.secrets()?;
         self.verifier()?;
         self.issuer()?;
-        if production
-            && secrets
-                .iter()
-                .any(|s| s.fingerprint() == DEV_SECRET_FINGERPRINT)
-        {
-            return invalid(
-                "signing.secrets",
-                "contains the development secret from config/local.toml; set a real one",
-            );
+        if !production {
+            return Ok(());
+        }
+        const GENERATE: &str = "generate one with `openssl rand -hex 32`";
+        for secret in &secrets {
+            let fingerprint = secret.fingerprint();
+            if let Some((_, origin)) = PUBLISHED_SECRETS.iter().find(|(f, _)| *f == fingerprint) {
+                return invalid(
+                    "signing.secrets",
+                    format!(
+                        "secret {} is published in the Inlet repository ({origin}); {GENERATE}",
+                        secret.id()
+                    ),
+                );
+            }
+        }
+        for (id, bytes) in self.decoded()? {
+            let mut seen = [false; 256];
+            bytes.iter().for_each(|b| seen[usize::from(*b)] = true);
+            let distinct = seen.iter().filter(|s| **s).count();
+            if distinct < MIN_DISTINCT_BYTES {
+                return invalid(
+                    "signing.secrets",
+                    format!(
+                        "secret {id} has only {distinct} distinct byte values: a pattern, not \
+                         random bytes; {GENERATE}"
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -401,6 +490,7 @@ mod tests {
         let mut s = SigningSettings {
             current: Some(1),
             secrets: BTreeMap::from([("1".to_owned(), DEV_HEX.to_owned())]),
+            ..SigningSettings::default()
         };
         s.validate(false).unwrap();
         assert_eq!(
@@ -417,8 +507,98 @@ mod tests {
         let short = SigningSettings {
             current: None,
             secrets: BTreeMap::from([("1".to_owned(), "abcd".to_owned())]),
+            ..SigningSettings::default()
         };
         assert!(short.validate(false).is_err());
+    }
+
+    fn one_secret(text: &str) -> SigningSettings {
+        SigningSettings {
+            current: Some(1),
+            secrets: BTreeMap::from([("1".to_owned(), text.to_owned())]),
+            ..SigningSettings::default()
+        }
+    }
+
+    #[test]
+    fn production_refuses_short_published_and_patterned_secrets() {
+        let refused = [
+            ("ab".repeat(31), "at least 32 bytes"),
+            (DEV_HEX.to_owned(), "published"),
+            ("c0ffee".repeat(10) + "c0ff", "published"),
+            (
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_owned(),
+                "published",
+            ),
+            ("07".repeat(32), "1 distinct byte values"),
+            ("0123456789abcdef".repeat(4), "8 distinct byte values"),
+        ];
+        for (text, why) in refused {
+            let err = one_secret(&text).validate(true).unwrap_err();
+            assert_eq!(err.key, "signing.secrets");
+            assert!(err.message.contains(why), "{text}: {err}");
+        }
+        let random = hex::encode(rand::random::<[u8; 32]>());
+        one_secret(&random).validate(true).unwrap();
+        // Outside production only the length counts.
+        one_secret(&"07".repeat(32)).validate(false).unwrap();
+        one_secret(DEV_HEX).validate(false).unwrap();
+    }
+
+    #[test]
+    fn secrets_can_be_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing-2");
+        let random = hex::encode(rand::random::<[u8; 32]>());
+        std::fs::write(&path, format!("{random}\n")).unwrap();
+        let mut s = SigningSettings {
+            current: Some(2),
+            secret_files: BTreeMap::from([("2".to_owned(), path.clone())]),
+            ..one_secret(DEV_HEX)
+        };
+        s.validate(false).unwrap();
+        assert_eq!(
+            s.secrets()
+                .unwrap()
+                .iter()
+                .map(|s| s.id())
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(s.issuer().unwrap().is_some());
+        // The production checks apply to file secrets too.
+        assert!(s.validate(true).unwrap_err().message.contains("published"));
+        s.secrets.clear();
+        s.validate(true).unwrap();
+
+        s.secrets.insert("2".into(), random);
+        let err = s.validate(false).unwrap_err();
+        assert_eq!(err.key, "signing.secret_files");
+        assert!(err.message.contains("set each secret once"), "{err}");
+        s.secrets.clear();
+
+        std::fs::write(&path, "07".repeat(32)).unwrap();
+        assert!(s.validate(true).unwrap_err().message.contains("distinct"));
+        std::fs::write(&path, "abcd").unwrap();
+        assert!(s.validate(false).unwrap_err().message.contains("32 bytes"));
+        std::fs::remove_file(&path).unwrap();
+        let err = s.validate(false).unwrap_err();
+        assert_eq!(err.key, "signing.secret_files");
+        assert!(err.message.contains("signing-2"), "{err}");
+    }
+
+    #[test]
+    fn published_fingerprints_are_distinct_fingerprints() {
+        for (i, (f, origin)) in PUBLISHED_SECRETS.iter().enumerate() {
+            assert!(
+                f.len() == 16 && f.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{origin}: {f}"
+            );
+            assert!(
+                PUBLISHED_SECRETS[..i].iter().all(|(g, _)| g != f),
+                "{origin}: listed twice"
+            );
+        }
     }
 
     #[test]
@@ -426,6 +606,7 @@ mod tests {
         let s = SigningSettings {
             current: Some(1),
             secrets: BTreeMap::from([("1".to_owned(), DEV_HEX.to_owned())]),
+            ..SigningSettings::default()
         };
         assert!(!format!("{s:?}").contains(DEV_HEX));
         let json = serde_json::to_string(&s).unwrap();

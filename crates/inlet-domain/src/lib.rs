@@ -18,6 +18,7 @@
 //! - [`encoding`]: body [`ContentEncoding`]s and bounded decompression.
 //! - [`envelope`]: the queue [`Envelope`] and its binary encoding.
 //! - [`time`]: [`Minute`] buckets and the [`DurationHistogram`] layout.
+//! - [`redact`]: credentials in URLs replaced, for logs and output.
 //!
 //! # Using it from another service
 //!
@@ -44,6 +45,7 @@ pub mod envelope;
 pub mod ids;
 pub mod key;
 pub mod record;
+pub mod redact;
 pub mod time;
 
 pub use batch::{

@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+use crate::health::ReadinessDetail;
 use crate::metrics::TEXT_CONTENT_TYPE;
 use crate::{Health, MetricsRegistry};
 
@@ -75,20 +76,23 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(state: web::Data<AdminState>) -> HttpResponse {
-    health_response(&state.health)
+    health_response(&state.health, ReadinessDetail::Full)
 }
 
 /// The `/health/ready` response for a [`Health`]: 200 when ready, else 503,
-/// with the report as JSON either way.
-pub fn health_response(health: &Health) -> HttpResponse {
+/// with the report (or its summary) as JSON either way.
+pub fn health_response(health: &Health, detail: ReadinessDetail) -> HttpResponse {
     let report = health.report();
     let mut resp = if report.ready {
         HttpResponse::Ok()
     } else {
         HttpResponse::ServiceUnavailable()
     };
-    resp.insert_header(("Cache-Control", "no-store"))
-        .json(report)
+    resp.insert_header(("Cache-Control", "no-store"));
+    match detail {
+        ReadinessDetail::Full => resp.json(report),
+        ReadinessDetail::Summary => resp.json(report.summary()),
+    }
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {

@@ -44,6 +44,51 @@ pub struct HealthReport {
     pub components: BTreeMap<String, ComponentHealth>,
 }
 
+/// How much `/health/ready` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadinessDetail {
+    /// Every component's `detail` ([`HealthReport`]): for admin listeners,
+    /// read by operators.
+    Full,
+    /// Whether the process and each component are ready, and nothing more
+    /// ([`ReadinessSummary`]): for a public listener. A detail can carry
+    /// an internal error message, a host name or a key count.
+    Summary,
+}
+
+/// The public form of a [`HealthReport`]: no `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadinessSummary {
+    /// As [`HealthReport::ready`].
+    pub ready: bool,
+    /// As [`HealthReport::shutting_down`].
+    pub shutting_down: bool,
+    /// Per component, only whether it is ready.
+    pub components: BTreeMap<String, ComponentReady>,
+}
+
+/// One component in a [`ReadinessSummary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ComponentReady {
+    /// As [`ComponentHealth::ready`].
+    pub ready: bool,
+}
+
+impl HealthReport {
+    /// The report without details.
+    pub fn summary(&self) -> ReadinessSummary {
+        ReadinessSummary {
+            ready: self.ready,
+            shutting_down: self.shutting_down,
+            components: self
+                .components
+                .iter()
+                .map(|(name, c)| (name.clone(), ComponentReady { ready: c.ready }))
+                .collect(),
+        }
+    }
+}
+
 impl Health {
     /// An empty registry. Not ready until a component reports.
     pub fn new() -> Self {
@@ -118,5 +163,14 @@ mod tests {
         let r = h.report();
         assert!(!r.ready && r.shutting_down);
         assert_eq!(r.components["queue"].detail, "connected");
+        let summary = serde_json::to_value(r.summary()).unwrap();
+        assert_eq!(
+            summary,
+            serde_json::json!({
+                "ready": false,
+                "shutting_down": true,
+                "components": {"queue": {"ready": true}, "store": {"ready": true}},
+            })
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! - [`metrics`]: [`MetricsRegistry`], one per process, passed to each
 //!   crate's `Metrics::register`.
 //! - [`health`]: [`Health`], where components report whether they can do
-//!   their job; `/health/ready` reads it.
+//!   their job; `/health/ready` reads it, in full on admin listeners or as
+//!   a [`ReadinessSummary`] (no details) on a public one.
 //! - [`admin`]: [`AdminServer`], `/health/live`, `/health/ready`,
 //!   `/metrics` on a port of its own.
 //!
@@ -34,6 +35,8 @@ pub mod logging;
 pub mod metrics;
 
 pub use admin::AdminServer;
-pub use health::{ComponentHealth, Health, HealthReport};
+pub use health::{
+    ComponentHealth, ComponentReady, Health, HealthReport, ReadinessDetail, ReadinessSummary,
+};
 pub use logging::{LogFormat, LogSettings};
 pub use metrics::MetricsRegistry;

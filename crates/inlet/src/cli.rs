@@ -27,7 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load, validate and print the effective configuration (TOML; secrets redacted).
+    /// Load, validate and print the effective configuration (TOML; secrets and passwords redacted).
     Config,
     /// Serve the push API.
     Api,
@@ -176,11 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Logs go to stderr, so command output on stdout stays clean.
     let _ = inlet_obs::logging::init(&settings.log);
     match cli.command {
-        Command::Config => {
-            let text = toml::to_string_pretty(&settings).context("rendering configuration")?;
-            std::io::stdout().write_all(text.as_bytes())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Config => commands::config::run(&settings),
         Command::Api => commands::block_on(commands::api::run(settings)),
         Command::Worker => commands::block_on(commands::worker::run(settings)),
         Command::Stats {

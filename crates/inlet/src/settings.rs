@@ -267,6 +267,24 @@ mod tests {
     }
 
     #[test]
+    fn production_serves_metrics_and_readiness_details_on_the_admin_listener() {
+        let s = Settings::load_from(&shipped_dir(), "production").unwrap();
+        let port = |a: &str| a.parse::<std::net::SocketAddr>().unwrap().port();
+        let admin = s
+            .api
+            .admin_listen
+            .as_deref()
+            .expect("production sets api.admin_listen");
+        assert_ne!(port(admin), port(&s.api.listen));
+        // docker-compose's Prometheus scrapes the API there.
+        let prometheus =
+            std::fs::read_to_string(shipped_dir().join("../deploy/prometheus/prometheus.yml"))
+                .unwrap();
+        let target = format!("\"api:{}\"", port(admin));
+        assert!(prometheus.contains(&target), "{target} in prometheus.yml");
+    }
+
+    #[test]
     fn local_config_can_issue_keys() {
         let s = Settings::load_from(&shipped_dir(), "local").unwrap();
         assert!(s.signing.issuer().unwrap().is_some());
@@ -328,7 +346,11 @@ mod tests {
             ("default.toml", ""),
             ("production.toml", "[signing]\ncurrent = 3\n"),
         ];
-        let secret = "ab".repeat(32);
+        // Random: any secret written down here would be published.
+        let secret: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let s = load_with(
             &files,
             "production",
@@ -341,7 +363,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("signing.secrets") && err.contains("development"),
+            err.contains("signing.secrets") && err.contains("published"),
             "{err}"
         );
     }
@@ -388,6 +410,37 @@ mod tests {
             .unwrap();
             assert!(s.worker.max_decoded_bytes >= s.api.max_decoded_bytes);
         }
+    }
+
+    #[test]
+    fn secret_files_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signing-1");
+        let secret: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(&file, &secret).unwrap();
+        let files = [("default.toml", ""), ("production.toml", "")];
+        let s = load_with(
+            &files,
+            "production",
+            &[
+                ("INLET__SIGNING__CURRENT", "1"),
+                ("INLET__SIGNING__SECRET_FILES__1", file.to_str().unwrap()),
+            ],
+        )
+        .unwrap();
+        assert!(s.signing.issuer().unwrap().is_some());
+        std::fs::remove_file(&file).unwrap();
+        let err = load_with(
+            &files,
+            "production",
+            &[("INLET__SIGNING__SECRET_FILES__1", file.to_str().unwrap())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("signing.secret_files"), "{err}");
     }
 
     #[test]

@@ -235,3 +235,53 @@ async fn a_worker_decoding_less_than_the_api_accepts_does_not_start() {
         "{err}"
     );
 }
+
+#[test]
+fn config_prints_no_password_or_secret() {
+    let secret = "5e".repeat(16) + &"a7".repeat(16);
+    let out = Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .arg("config")
+        .env(
+            "INLET_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+        )
+        .env("INLET_ENV", "local")
+        .env("INLET__REDIS__URL", "redis://:redis-pw-1@cache:6379/0")
+        .env(
+            "INLET__MONGO__URL",
+            "mongodb://inlet:mongo%2Fpw-2@db1:27017,db2:27017/?replicaSet=rs0&tlsCertificateKeyFilePassword=tls-pw-3",
+        )
+        .env("INLET__QUEUE__URL", "amqps://inlet:amqp-pw-4@broker:5671/%2f")
+        .env("INLET__SIGNING__SECRETS__2", &secret)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for leak in [
+        "redis-pw-1",
+        "mongo%2Fpw-2",
+        "tls-pw-3",
+        "amqp-pw-4",
+        "guest:guest",
+        secret.as_str(),
+    ] {
+        assert!(
+            !text.contains(leak),
+            "`inlet config` printed {leak}:\n{text}"
+        );
+    }
+    // What is not secret stays, so the output still answers "where does
+    // this instance connect to?".
+    for kept in [
+        "redis://:***@cache:6379/0",
+        "mongodb://inlet:***@db1:27017,db2:27017/?replicaSet=rs0&tlsCertificateKeyFilePassword=***",
+        "amqps://inlet:***@broker:5671/%2f",
+    ] {
+        assert!(text.contains(kept), "{kept} missing:\n{text}");
+    }
+}

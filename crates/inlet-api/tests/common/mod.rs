@@ -58,6 +58,8 @@ impl Default for Options {
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener, when `api.admin_listen` is set.
+    pub admin_base: Option<String>,
     pub client: reqwest::Client,
     pub key: ApiKey,
     pub account: AccountId,
@@ -87,6 +89,7 @@ pub fn signing() -> SigningSettings {
     SigningSettings {
         current: Some(1),
         secrets: [("1".to_owned(), DEV_SECRET.to_owned())].into(),
+        ..SigningSettings::default()
     }
 }
 
@@ -228,12 +231,14 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     )
     .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
     TestApp {
         base,
+        admin_base,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod config;
 pub mod load;
 pub mod migrate;
 pub mod push;

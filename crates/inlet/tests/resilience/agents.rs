@@ -214,6 +214,17 @@ impl Fleet {
         Fleet { agents }
     }
 
+    /// Starts more agents, one per spec, into this fleet.
+    pub fn add(&mut self, specs: &[AgentSpec], options: &FleetOptions) {
+        let first = self.agents.len();
+        self.agents.extend(
+            specs
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| start_agent(first + i, spec, options)),
+        );
+    }
+
     /// Stops every agent's recording.
     pub async fn stop_recording(&mut self) {
         for a in &mut self.agents {
@@ -292,14 +303,16 @@ impl Fleet {
             .unwrap_or_default()
     }
 
+    /// Whether every agent has had a batch accepted after `t`.
+    pub fn all_accepted_after(&self, t: Instant) -> bool {
+        self.agents
+            .iter()
+            .all(|a| a.events().accepted.iter().any(|(at, _)| *at >= t))
+    }
+
     /// Waits until every agent has had a batch accepted after `t`.
     pub async fn wait_all_accepted_after(&self, t: Instant, timeout: Duration, what: &str) {
-        inlet_testkit::wait_until(timeout, what, || async {
-            self.agents
-                .iter()
-                .all(|a| a.events().accepted.iter().any(|(at, _)| *at >= t))
-        })
-        .await;
+        inlet_testkit::wait_until(timeout, what, || async { self.all_accepted_after(t) }).await;
     }
 }
 

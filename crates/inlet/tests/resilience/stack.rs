@@ -108,6 +108,15 @@ impl Stack {
         }
     }
 
+    /// A configuration change of the deployment: every `inlet` process
+    /// started from now on gets `key=value` (`None`: no longer set).
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
     /// The queue names of this stack.
     pub fn names(&self) -> inlet_queue::Names {
         inlet_queue::Names::from_settings(&inlet_queue::QueueSettings {

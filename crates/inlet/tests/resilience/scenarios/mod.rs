@@ -10,6 +10,7 @@ mod rabbit_restart;
 mod redis_flush;
 mod revocation;
 mod rolling_deploy;
+mod secret_rotation;
 mod worker_kill;
 
 use std::time::Duration;

@@ -15,9 +15,10 @@ use crate::stack::{Proc, READY_TIMEOUT, Services, Stack};
 
 /// The API's shutdown delay here: long enough for the balancer (100 ms
 /// checks) to stop routing new connections before the listener closes.
-const SHUTDOWN_DELAY_MS: u64 = 1000;
+pub const SHUTDOWN_DELAY_MS: u64 = 1000;
 
-fn items(m: &crate::metrics::Scrape) -> u64 {
+/// Accepted transaction items in a scrape of the API.
+pub fn items(m: &crate::metrics::Scrape) -> u64 {
     m.sum("inlet_api_batch_items_total", &[("kind", "transaction")]) as u64
 }
 
@@ -83,6 +84,68 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// One instance's restart ([`restart_instance`]).
+pub struct Restart {
+    /// Its timings, for the figure.
+    pub timings: serde_json::Value,
+    /// The old process exited with status 0.
+    pub clean_exit: bool,
+    /// The balancer stopped routing to it within the shutdown delay.
+    pub unroutable_in_time: bool,
+    /// The old process's lifetime count of accepted transaction items
+    /// ([`drain_counting`]).
+    pub items: Option<u64>,
+}
+
+/// Restarts API instance `i` behind `lb` the way `docs/deploy.md`
+/// prescribes: SIGTERM, the balancer stops routing to it, it drains and
+/// exits, then a new process (`name`, with the stack's environment as it
+/// is now) on the same port becomes ready and routable again.
+pub async fn restart_instance(
+    stack: &Stack,
+    lb: &LoadBalancer,
+    apis: &mut [Proc],
+    i: usize,
+    name: &str,
+    shutdown_delay: Duration,
+) -> Restart {
+    let port = apis[i].port;
+    let term = Instant::now();
+    apis[i].sigterm();
+    wait_until(
+        Duration::from_secs(5),
+        "the balancer to stop routing to the stopping instance",
+        || async { !lb.is_routable(i) },
+    )
+    .await;
+    let unroutable = Instant::now();
+    let (items, status) = drain_counting(stack, &mut apis[i]).await;
+    let exited = Instant::now();
+    let mut p = stack.api_with_admin(name, port, &[]);
+    let ready = stack.wait_ready(&mut p, READY_TIMEOUT).await;
+    apis[i] = p;
+    wait_until(
+        Duration::from_secs(10),
+        "the new instance routable",
+        || async { lb.is_routable(i) },
+    )
+    .await;
+    let routable = Instant::now();
+    Restart {
+        timings: serde_json::json!({
+            "instance": i,
+            "term_to_unroutable_s": secs(unroutable - term),
+            "term_to_exit_s": secs(exited - term),
+            "start_to_ready_s": secs(ready - exited),
+            "term_to_routable_s": secs(routable - term),
+            "exit": status.code(),
+        }),
+        clean_exit: status.success(),
+        unroutable_in_time: unroutable - term < shutdown_delay,
+        items,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2_rolling_deploy() {
     let _serial = scale::exclusive().await;
@@ -144,38 +207,21 @@ async fn s2_rolling_deploy() {
     let mut unroutable_in_time = true;
     for round in 1..=rounds {
         for i in 0..2 {
-            let term = Instant::now();
-            apis[i].sigterm();
-            wait_until(
-                Duration::from_secs(5),
-                "the balancer to stop routing to the stopping instance",
-                || async { !lb.is_routable(i) },
+            let r = restart_instance(
+                &stack,
+                &lb,
+                &mut apis,
+                i,
+                &format!("api{i}-v{round}"),
+                Duration::from_millis(SHUTDOWN_DELAY_MS),
             )
             .await;
-            let unroutable = Instant::now();
-            unroutable_in_time &= unroutable - term < Duration::from_millis(SHUTDOWN_DELAY_MS);
-            let (last, status) = drain_counting(&stack, &mut apis[i]).await;
-            all_exits_clean &= status.success();
-            api_items = api_items.zip(last).map(|(a, b)| a + b);
-            let exited = Instant::now();
-            let mut p = stack.api_with_admin(&format!("api{i}-v{round}"), ports[i], &[]);
-            let ready = stack.wait_ready(&mut p, READY_TIMEOUT).await;
-            apis[i] = p;
-            wait_until(
-                Duration::from_secs(10),
-                "the new instance routable",
-                || async { lb.is_routable(i) },
-            )
-            .await;
-            let routable = Instant::now();
-            restarts.push(serde_json::json!({
-                "instance": i, "round": round,
-                "term_to_unroutable_s": secs(unroutable - term),
-                "term_to_exit_s": secs(exited - term),
-                "start_to_ready_s": secs(ready - exited),
-                "term_to_routable_s": secs(routable - term),
-                "exit": status.code(),
-            }));
+            all_exits_clean &= r.clean_exit;
+            unroutable_in_time &= r.unroutable_in_time;
+            api_items = api_items.zip(r.items).map(|(a, b)| a + b);
+            let mut timings = r.timings;
+            timings["round"] = round.into();
+            restarts.push(timings);
             tokio::time::sleep(settle).await;
         }
     }
