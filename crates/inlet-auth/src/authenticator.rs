@@ -217,7 +217,10 @@ struct Inner {
     cache: Cache<KeyDigest, Answer>,
     /// Last acceptance per digest; entries live `stale_grace`.
     stale: Option<moka::sync::Cache<KeyDigest, Arc<KeyRecord>>>,
-    limiter: Mutex<TokenBucket>,
+    /// Confirmations of a primary's "absent" (sync lag, unknown keys).
+    confirm_absent: Mutex<TokenBucket>,
+    /// Confirmations of a primary's revoked/suspended record.
+    confirm_rejection: Mutex<TokenBucket>,
     settings: AuthSettings,
     metrics: AuthMetrics,
     readiness: watch::Sender<AuthReadiness>,
@@ -310,7 +313,11 @@ impl AuthenticatorBuilder {
                 truth: self.truth,
                 cache,
                 stale,
-                limiter: Mutex::new(TokenBucket::new(s.confirm_rate_per_s, s.confirm_burst)),
+                confirm_absent: Mutex::new(TokenBucket::new(s.confirm_rate_per_s, s.confirm_burst)),
+                confirm_rejection: Mutex::new(TokenBucket::new(
+                    s.confirm_rate_per_s,
+                    s.confirm_burst,
+                )),
                 settings: s,
                 metrics,
                 readiness,
@@ -417,10 +424,15 @@ impl Authenticator {
     /// When no store can decide: stale-if-error, then provisional, else
     /// undecidable. Never unknown.
     fn rescue(&self, key: &ApiKey, digest: KeyDigest, reason: UndecidableReason) -> Decision {
-        if reason == UndecidableReason::RecordUnreadable {
-            // Not an outage to ride out: the source of truth answered, with
-            // a record nobody can read. Accepting would hand the worker data
-            // it could only dead-letter; the agent keeps it instead.
+        if matches!(
+            reason,
+            UndecidableReason::RecordUnreadable | UndecidableReason::RejectionUnconfirmed
+        ) {
+            // Not an outage to ride out blindly: the source of truth
+            // answered with a record nobody can read, or a store holds a
+            // rejection nobody could confirm. Accepting would hand the worker
+            // data it could only dead-letter or drop; the agent keeps it and
+            // comes back instead.
             return Decision {
                 verdict: Verdict::Undecidable(reason),
                 source: Source::None,
@@ -473,9 +485,15 @@ impl Authenticator {
                 }
                 Ok(Lookup::Found(r)) => {
                     self.forget_stale(&digest, Some(&r));
+                    // Unconfirmed, a rejection a store holds is no verdict —
+                    // nor a key to accept provisionally: come back later.
                     return self
                         .confirm(Answer::found(r, primary.name()), &digest)
-                        .await;
+                        .await
+                        .map_err(|e| match e {
+                            UndecidableReason::RecordUnreadable => e,
+                            _ => UndecidableReason::RejectionUnconfirmed,
+                        });
                 }
                 Ok(Lookup::Absent) => {
                     self.forget_stale(&digest, None);
@@ -508,7 +526,13 @@ impl Authenticator {
             // operator: the primary's word is final.
             return Ok(hint);
         };
-        if !self.take_confirmation() {
+        let bucket = match hint {
+            // Separate budgets: revoked agents that keep pushing must not
+            // starve the confirmations new keys need during sync lag.
+            Answer::Absent(_) => &self.inner.confirm_absent,
+            Answer::Found { .. } => &self.inner.confirm_rejection,
+        };
+        if !bucket.lock().unwrap_or_else(|p| p.into_inner()).try_take() {
             self.inner.metrics.confirmations_throttled.inc();
             return if s.trust_primary_when_throttled {
                 Ok(hint)
@@ -556,14 +580,6 @@ impl Authenticator {
         if outdated {
             stale.invalidate(digest);
         }
-    }
-
-    fn take_confirmation(&self) -> bool {
-        self.inner
-            .limiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_take()
     }
 
     async fn lookup(

@@ -41,7 +41,9 @@ pub struct AuthSettings {
     #[serde(alias = "confirm_absent")]
     pub confirm_rejections: bool,
     /// Sustained confirmations per second allowed against the source of
-    /// truth, per instance. Default 50.
+    /// truth, per instance, in each of two budgets: one for a primary's
+    /// "absent", one for its revoked/suspended records (so revoked agents
+    /// that keep pushing never starve new keys). Default 50.
     pub confirm_rate_per_s: u32,
     /// Confirmation burst size. Default 100.
     pub confirm_burst: u32,

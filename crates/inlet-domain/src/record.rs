@@ -138,6 +138,11 @@ pub enum UndecidableReason {
     /// (a document another writer left unparseable): not a verdict on the
     /// key, and not a passing outage either.
     RecordUnreadable,
+    /// A store holds a rejection of the key (revoked, suspended) that the
+    /// source of truth could not confirm (unreachable, or confirmations
+    /// throttled). Not a verdict — and not a key to accept provisionally
+    /// either: the agent is asked to come back.
+    RejectionUnconfirmed,
 }
 
 impl UndecidableReason {
@@ -149,6 +154,7 @@ impl UndecidableReason {
             UndecidableReason::NotPopulated => "not_populated",
             UndecidableReason::ConfirmationThrottled => "confirmation_throttled",
             UndecidableReason::RecordUnreadable => "record_unreadable",
+            UndecidableReason::RejectionUnconfirmed => "rejection_unconfirmed",
         }
     }
 }
@@ -318,6 +324,11 @@ mod tests {
             ),
             (
                 Verdict::Undecidable(UndecidableReason::ConfirmationThrottled),
+                Disposition::RetryLater,
+                "auth_unavailable",
+            ),
+            (
+                Verdict::Undecidable(UndecidableReason::RejectionUnconfirmed),
                 Disposition::RetryLater,
                 "auth_unavailable",
             ),

@@ -10,9 +10,10 @@ use mongodb::Cursor;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
-use mongodb::options::FullDocumentType;
 
-use super::{ACCOUNTS, API_KEYS, AccountDoc, AccountRead, KeyEntry, MongoStore, mongo_error};
+use super::{
+    ACCOUNTS, API_KEYS, AccountDoc, AccountRead, KeyEntry, MongoStore, id_text, mongo_error,
+};
 use crate::store::StoreError;
 
 /// Accounts by id, each parsed once (or why it could not be).
@@ -97,10 +98,8 @@ impl Changes {
                 Some(ACCOUNTS) => Collection::Accounts,
                 _ => continue,
             };
-            let id = match event.document_key.as_ref().and_then(|k| k.get("_id")) {
-                Some(Bson::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => continue,
+            let Some(id) = event.document_key.as_ref().and_then(id_text) else {
+                continue;
             };
             return Ok(Some(Change {
                 collection,
@@ -146,13 +145,6 @@ fn changed(d: &Document, since_ms: i64) -> Option<Changed> {
     })
 }
 
-fn id_text(d: &Document) -> Option<String> {
-    match d.get("_id")? {
-        Bson::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
 impl MongoStore {
     /// Starts a full scan of every key, `batch` documents per round trip.
     pub async fn scan_keys(&self, batch: u32) -> Result<KeyScan, StoreError> {
@@ -180,7 +172,8 @@ impl MongoStore {
     }
 
     /// Opens a change stream over keys and accounts (fails without a
-    /// replica set).
+    /// replica set). Events carry ids only: every change is re-read, so the
+    /// newest state wins.
     pub async fn watch(&self) -> Result<Changes, StoreError> {
         let stream = self
             .database()
@@ -189,7 +182,6 @@ impl MongoStore {
                 "ns.coll": { "$in": [API_KEYS, ACCOUNTS] },
                 "operationType": { "$in": ["insert", "update", "replace", "delete"] },
             }}])
-            .full_document(FullDocumentType::UpdateLookup)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Changes { stream })

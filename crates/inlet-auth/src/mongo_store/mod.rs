@@ -204,6 +204,15 @@ impl MongoStore {
     }
 }
 
+/// A document's `_id` as text (strings as they are, other types in their
+/// extended-JSON form).
+pub(crate) fn id_text(d: &Document) -> Option<String> {
+    match d.get("_id")? {
+        Bson::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
 /// An account document, read (or why it could not be).
 pub type AccountRead = Result<AccountDoc, String>;
 
@@ -258,11 +267,7 @@ impl KeyEntry {
     /// when the account does not exist, `Some(Err(reason))` when its
     /// document cannot be read.
     pub fn read(key: Document, account: Option<&AccountRead>) -> KeyEntry {
-        let id = match key.get("_id") {
-            Some(Bson::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
+        let id = id_text(&key).unwrap_or_default();
         let digest = key
             .get_str("digest")
             .ok()
@@ -297,6 +302,14 @@ impl KeyEntry {
                 record,
             },
             Err(reason) => unreadable(reason),
+        }
+    }
+
+    /// The document's `_id`, as text.
+    pub fn id(&self) -> String {
+        match self {
+            KeyEntry::Usable { key_id, .. } | KeyEntry::Orphan { key_id, .. } => key_id.to_string(),
+            KeyEntry::Unreadable { id, .. } => id.clone(),
         }
     }
 

@@ -13,9 +13,11 @@ use crate::store::StoreError;
 
 /// Revision comparison shared by the write scripts.
 const NEWER: &str = include_str!("lua/newer.lua");
+/// The current and loading generations, shared by put and remove.
+const GENERATIONS: &str = include_str!("lua/generations.lua");
 
 fn with_newer(body: &str) -> Script {
-    Script::new(&format!("{NEWER}\n{body}"))
+    Script::new(&format!("{NEWER}\n{GENERATIONS}\n{body}"))
 }
 
 static BEGIN_LOAD: LazyLock<Script> =
@@ -27,7 +29,17 @@ static COMMIT_LOAD: LazyLock<Script> =
 static UNLINK_IF_CURRENT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/unlink_if_current.lua")));
 static PUT: LazyLock<Script> = LazyLock::new(|| with_newer(include_str!("lua/put.lua")));
-static REMOVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/remove.lua")));
+static ABANDON_LOAD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/abandon_load.lua")));
+static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{GENERATIONS}\n{}",
+        include_str!("lua/remove.lua")
+    ))
+});
+
+/// Records per write script: bounds how long one script holds Redis.
+pub const SCRIPT_CHUNK: usize = 500;
 
 /// A full load in progress: the generation it writes and the lease that
 /// proves Redis still knows about it.
@@ -102,7 +114,8 @@ impl RedisStore {
                 .arg(digest.to_hex())
                 .arg(encode(digest, record)?)
                 .arg(record.revision)
-                .arg(record.updated_at_ms);
+                .arg(record.updated_at_ms)
+                .arg(record.account_id.as_str());
         }
         let mut conn = self.conn().await?;
         let kept: i64 = invocation
@@ -142,31 +155,31 @@ impl RedisStore {
     /// Deletes every generation older than `keep` (previous loads, and
     /// partial loads that were killed), but only while the marker names
     /// `keep`: once another load has moved it, nothing more is deleted.
-    /// Newer generations are left alone. Returns how many keys were
-    /// removed.
+    /// Newer generations are left alone. Deletes page by page as the scan
+    /// finds them. Returns how many keys were removed.
     pub async fn delete_older_generations(&self, keep: u64) -> Result<u64, StoreError> {
-        let generations_prefix = self.generations_prefix();
         let mut removed = 0;
-        let mut stale = Vec::new();
-        self.scan_generations(|key, generation| {
-            if generation < keep {
-                stale.push(key);
-            }
-        })
-        .await?;
         let mut conn = self.conn().await?;
-        for batch in stale.chunks(2_000) {
+        let mut pages = self.generation_pages();
+        while let Some(page) = pages.next(&mut conn).await? {
+            let stale: Vec<&String> = page
+                .iter()
+                .filter(|(_, g)| *g < keep)
+                .map(|(k, _)| k)
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
             let n: i64 = UNLINK_IF_CURRENT
                 .key(self.marker_key())
                 .arg(keep)
-                .arg(batch)
+                .arg(stale)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| store_error(&e))?;
             if n < 0 {
                 tracing::info!(
                     keep,
-                    prefix = generations_prefix,
                     "the marker moved on; leaving older generations to the load now in force"
                 );
                 break;
@@ -176,35 +189,42 @@ impl RedisStore {
         Ok(removed)
     }
 
-    /// Calls `f(key, generation)` for every record key of every generation.
-    async fn scan_generations(&self, mut f: impl FnMut(String, u64)) -> Result<(), StoreError> {
-        let generations_prefix = self.generations_prefix();
-        let pattern = format!("{generations_prefix}*");
+    /// Gives up a load that will not commit (it failed midway): ends its
+    /// lease, so changes stop being written into it, and deletes what it
+    /// wrote. Best effort: what is left is removed by the next load.
+    pub async fn abandon_load(&self, load: &Load) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(2_000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| store_error(&e))?;
-            for key in keys {
-                let generation = key
-                    .strip_prefix(&generations_prefix)
-                    .and_then(|rest| rest.split(':').next())
-                    .and_then(|g| g.parse::<u64>().ok());
-                if let Some(g) = generation {
-                    f(key, g);
-                }
+        ABANDON_LOAD
+            .key(self.loading_key())
+            .arg(load.generation)
+            .arg(&load.token)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let mut pages = self.generation_pages();
+        while let Some(page) = pages.next(&mut conn).await? {
+            let ours: Vec<&String> = page
+                .iter()
+                .filter(|(_, g)| *g == load.generation)
+                .map(|(k, _)| k)
+                .collect();
+            if !ours.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(ours)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| store_error(&e))?;
             }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
+        }
+        Ok(())
+    }
+
+    /// The record keys of every generation, a SCAN page at a time, each
+    /// with its generation.
+    fn generation_pages(&self) -> GenerationPages {
+        GenerationPages {
+            prefix: self.generations_prefix(),
+            cursor: Some(0),
         }
     }
 
@@ -219,55 +239,59 @@ impl RedisStore {
         self.put_records(&[(*digest, record.clone())]).await
     }
 
-    /// [`Self::put_current`] for many records in one round trip.
+    /// [`Self::put_current`] for many records: one round trip per
+    /// [`SCRIPT_CHUNK`] records, so no script holds Redis for long (a
+    /// suspended account with 100k keys must not stall every lookup).
     pub async fn put_records(&self, records: &[(KeyDigest, KeyRecord)]) -> Result<Put, StoreError> {
-        if records.is_empty() {
-            return Ok(Put::Older);
-        }
-        let mut invocation = PUT.key(self.marker_key());
-        invocation
-            .key(self.loading_key())
-            .arg(self.generations_prefix());
-        for (digest, record) in records {
+        let mut outcome = Put::Older;
+        for chunk in records.chunks(SCRIPT_CHUNK) {
+            let mut invocation = PUT.key(self.marker_key());
             invocation
-                .arg(digest.to_hex())
-                .arg(encode(digest, record)?)
-                .arg(record.revision)
-                .arg(record.updated_at_ms);
+                .key(self.loading_key())
+                .arg(self.generations_prefix());
+            for (digest, record) in chunk {
+                invocation
+                    .arg(digest.to_hex())
+                    .arg(encode(digest, record)?)
+                    .arg(record.revision)
+                    .arg(record.updated_at_ms)
+                    .arg(record.account_id.as_str());
+            }
+            let mut conn = self.conn().await?;
+            let (generations, written): (u32, u32) = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| store_error(&e))?;
+            outcome = match (outcome, generations, written) {
+                (Put::Written(n), _, w) => Put::Written(n + w),
+                (_, 0, _) => Put::NoGeneration,
+                (_, _, 0) => Put::Older,
+                (_, _, w) => Put::Written(w),
+            };
         }
-        let mut conn = self.conn().await?;
-        let (generations, written): (u32, u32) = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| store_error(&e))?;
-        Ok(match (generations, written) {
-            (0, _) => Put::NoGeneration,
-            (_, 0) => Put::Older,
-            (_, n) => Put::Written(n),
-        })
+        Ok(outcome)
     }
 
     /// Removes digests from the current generation and every generation
     /// being loaded (keys, or their accounts, deleted from the source of
-    /// truth, or no longer usable), in one round trip. The marker's count
-    /// is not adjusted: it describes the load.
+    /// truth, or no longer usable), a [`SCRIPT_CHUNK`] per round trip. The
+    /// marker's count is not adjusted: it describes the load.
     pub async fn remove_records(&self, digests: &[KeyDigest]) -> Result<(), StoreError> {
-        if digests.is_empty() {
-            return Ok(());
+        for chunk in digests.chunks(SCRIPT_CHUNK) {
+            let mut invocation = REMOVE.key(self.marker_key());
+            invocation
+                .key(self.loading_key())
+                .arg(self.generations_prefix());
+            for digest in chunk {
+                invocation.arg(digest.to_hex());
+            }
+            let mut conn = self.conn().await?;
+            invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| store_error(&e))?;
         }
-        let mut invocation = REMOVE.key(self.marker_key());
-        invocation
-            .key(self.loading_key())
-            .arg(self.generations_prefix());
-        for digest in digests {
-            invocation.arg(digest.to_hex());
-        }
-        let mut conn = self.conn().await?;
-        invocation
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| store_error(&e))
+        Ok(())
     }
 
     /// Deletes everything this store holds under its prefix: every
@@ -275,19 +299,69 @@ impl RedisStore {
     /// benchmarks cleaning up after themselves; lookups answer "not loaded"
     /// afterwards.
     pub async fn clear(&self) -> Result<u64, StoreError> {
-        let mut keys = vec![self.marker_key(), self.loading_key(), self.sequence_key()];
-        self.scan_generations(|key, _| keys.push(key)).await?;
         let mut conn = self.conn().await?;
-        let mut removed = 0;
-        for batch in keys.chunks(2_000) {
+        let mut removed: u64 = redis::cmd("UNLINK")
+            .arg(self.marker_key())
+            .arg(self.loading_key())
+            .arg(self.sequence_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let mut pages = self.generation_pages();
+        while let Some(page) = pages.next(&mut conn).await? {
+            if page.is_empty() {
+                continue;
+            }
+            let keys: Vec<&String> = page.iter().map(|(k, _)| k).collect();
             let n: u64 = redis::cmd("UNLINK")
-                .arg(batch)
+                .arg(keys)
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| store_error(&e))?;
             removed += n;
         }
         Ok(removed)
+    }
+}
+
+/// A SCAN over the record keys of every generation.
+struct GenerationPages {
+    prefix: String,
+    /// `None` once the scan is complete.
+    cursor: Option<u64>,
+}
+
+impl GenerationPages {
+    async fn next(
+        &mut self,
+        conn: &mut deadpool_redis::Connection,
+    ) -> Result<Option<Vec<(String, u64)>>, StoreError> {
+        let Some(cursor) = self.cursor else {
+            return Ok(None);
+        };
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", self.prefix))
+            .arg("COUNT")
+            .arg(2_000)
+            .query_async(conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        self.cursor = (next != 0).then_some(next);
+        Ok(Some(
+            keys.into_iter()
+                .filter_map(|key| {
+                    let generation = key
+                        .strip_prefix(&self.prefix)?
+                        .split(':')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()?;
+                    Some((key, generation))
+                })
+                .collect(),
+        ))
     }
 }
 

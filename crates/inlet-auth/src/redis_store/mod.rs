@@ -23,8 +23,12 @@
 //! Every record write is **revision-guarded** (a Lua compare-and-set): a
 //! record with a lower `revision` never overwrites a higher one, so racing
 //! writers, and a load built from a snapshot older than a change, never
-//! leave the older state behind. Changes made during a load are written
-//! into the loading generation too.
+//! leave the older state behind (a record of another account is not an
+//! older version: a key that moved accounts is always written). Changes
+//! made during a load are written into the loading generation too.
+//! Deletions leave no tombstone: a load whose snapshot predates a deletion
+//! can write the key back, and the follower, which applies changes made
+//! during the load after the commit, removes it again.
 //!
 //! # Layout
 //!

@@ -128,6 +128,11 @@ impl KeySync {
         seen_keys: &mut HashMap<String, (i64, i64)>,
         seen_accounts: &mut HashMap<String, (i64, i64)>,
     ) -> Result<(), StoreError> {
+        // The next poll starts from the newest change seen, but never from
+        // later than this poll began by the sync's own clock: one document
+        // with a future `updated_at` (a writer whose clock runs ahead)
+        // must not blind the follower to every change after it.
+        let started_ms = inlet_domain::now_ms();
         let mut newest = *since_ms;
         let accounts = self.mongo.accounts_changed_since(*since_ms).await?;
         let keys = self.mongo.keys_changed_since(*since_ms).await?;
@@ -155,7 +160,7 @@ impl KeySync {
         let n = fresh.len() as u64;
         self.apply_entries(fresh).await?;
         self.count_n(Mode::Poll, "key", n);
-        *since_ms = newest - overlap;
+        *since_ms = newest.min(started_ms) - overlap;
         self.sweep_if_shrunk().await
     }
 
@@ -239,15 +244,7 @@ impl KeySync {
             .keys_of_account(id)
             .await?
             .into_iter()
-            .map(|entry| {
-                let key_id = match &entry {
-                    KeyEntry::Usable { key_id, .. } | KeyEntry::Orphan { key_id, .. } => {
-                        key_id.to_string()
-                    }
-                    KeyEntry::Unreadable { id, .. } => id.clone(),
-                };
-                (key_id, entry)
-            })
+            .map(|entry| (entry.id(), entry))
             .collect();
         self.apply_entries(entries).await?;
         if deleted {

@@ -39,6 +39,20 @@ impl KeySync {
 
     async fn backfill_inner(&self) -> Result<Marker, SyncError> {
         let load = self.redis.begin_load().await?;
+        let result = self.load_into(&load).await;
+        if let Err(e) = &result
+            && !matches!(e, SyncError::Superseded { .. } | SyncError::LeaseLost(_))
+        {
+            // A load that will not commit stops receiving changes and leaves
+            // nothing behind (best effort; the next load cleans up anyway).
+            if let Err(e) = self.redis.abandon_load(&load).await {
+                tracing::debug!(error = %e, "could not abandon a failed load");
+            }
+        }
+        result
+    }
+
+    async fn load_into(&self, load: &crate::redis_store::Load) -> Result<Marker, SyncError> {
         let generation = load.generation;
         self.set_state(SyncState::Loading { generation });
         let mut scan = self.mongo.scan_keys(self.settings.batch_size).await?;
@@ -70,14 +84,14 @@ impl KeySync {
                 }
             }
             if batch.len() >= batch_size {
-                count += self.write_batch(&load, &mut batch).await?;
+                count += self.write_batch(load, &mut batch).await?;
             }
         }
-        count += self.write_batch(&load, &mut batch).await?;
+        count += self.write_batch(load, &mut batch).await?;
         for account in scan.account_ids() {
             index.add_account(account);
         }
-        let marker = match self.redis.commit_load(&load, count).await? {
+        let marker = match self.redis.commit_load(load, count).await? {
             Commit::Committed(marker) => marker,
             Commit::Superseded { current } => {
                 return Err(SyncError::Superseded {
@@ -96,7 +110,15 @@ impl KeySync {
             .unusable_keys
             .with_label_values(&["unreadable"])
             .set(unreadable);
-        let removed = self.redis.delete_older_generations(generation).await?;
+        // Committed: what follows is housekeeping, and its failure does not
+        // undo the load (the next load removes what is left).
+        let removed = match self.redis.delete_older_generations(generation).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete older generations; the next load will");
+                0
+            }
+        };
         // Decisions cached from the previous generation, and stale-if-error
         // entries, may predate changes this load picked up.
         if let Err(e) = self.redis.publish_reload().await {

@@ -3,20 +3,15 @@
 -- from a snapshot older than these changes cannot bring the older state
 -- back; in each, only if the record is not older than what is there.
 -- KEYS[1] marker hash, KEYS[2] loading hash
--- ARGV[1] generations prefix ("P" .. "g:"), then quadruples:
--- digest, record JSON, revision, updated_at_ms.
+-- ARGV[1] generations prefix ("P" .. "g:"), then quintuples:
+-- digest, record JSON, revision, updated_at_ms, account id.
 -- Returns {generations, written}.
-local gens = {}
-local current = redis.call('HGET', KEYS[1], 'generation')
-if current then gens[#gens + 1] = current end
-for _, g in ipairs(redis.call('HKEYS', KEYS[2])) do
-  if g ~= current then gens[#gens + 1] = g end
-end
+local gens = generations()
 local written = 0
-for i = 2, #ARGV, 4 do
+for i = 2, #ARGV, 5 do
   for _, g in ipairs(gens) do
     local key = ARGV[1] .. g .. ':' .. ARGV[i]
-    if newer(ARGV[i + 2], ARGV[i + 3], redis.call('GET', key)) then
+    if newer(ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], redis.call('GET', key)) then
       redis.call('SET', key, ARGV[i + 1])
       written = written + 1
     end

@@ -4,12 +4,7 @@
 -- KEYS[1] marker hash, KEYS[2] loading hash
 -- ARGV[1] generations prefix ("P" .. "g:"), then the digests.
 -- Returns how many keys were removed.
-local gens = {}
-local current = redis.call('HGET', KEYS[1], 'generation')
-if current then gens[#gens + 1] = current end
-for _, g in ipairs(redis.call('HKEYS', KEYS[2])) do
-  if g ~= current then gens[#gens + 1] = g end
-end
+local gens = generations()
 local removed = 0
 for i = 2, #ARGV do
   for _, g in ipairs(gens) do
