@@ -8,6 +8,7 @@
 //! | 401 | `missing_key`, `malformed_key`, `unknown_key`, `revoked_key` | keep data (`retryable`), retry within the auth grace, then after `probe_after_s` |
 //! | 403 | `account_suspended`, `app_forbidden` | likewise |
 //! | 404/405 | `not_found`, `method_not_allowed` | fix the client |
+//! | 408 | `body_timeout` | send again (the data was not kept) |
 //! | 413 | `payload_too_large` | drop |
 //! | 415 | `unsupported_media_type`, `unsupported_encoding` | drop |
 //! | 429 | `rate_limited` | retry after `Retry-After` |
@@ -60,6 +61,11 @@ pub enum ApiError {
     CorruptBody(String),
     /// The body could not be read to its end.
     BodyIncomplete(String),
+    /// The body did not arrive within `api.body_read_timeout_ms`.
+    BodyTimeout {
+        /// The limit, milliseconds.
+        after_ms: u64,
+    },
     /// The batch is not valid JSON or breaks the schema.
     Batch(BatchError),
     /// The broker did not confirm.
@@ -148,6 +154,7 @@ impl ApiError {
             }
             ApiError::CorruptBody(_) => (StatusCode::BAD_REQUEST, "corrupt_body"),
             ApiError::BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "body_incomplete"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::Batch(e) => (StatusCode::BAD_REQUEST, e.code()),
             ApiError::Queue(e) => (StatusCode::SERVICE_UNAVAILABLE, e.code()),
             ApiError::ServerBusy => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
@@ -195,6 +202,9 @@ impl ApiError {
                 }
             ),
             ApiError::CorruptBody(m) | ApiError::BodyIncomplete(m) => m.clone(),
+            ApiError::BodyTimeout { after_ms } => format!(
+                "the body did not arrive within {after_ms} ms; nothing was kept, send it again"
+            ),
             ApiError::Batch(e) => e.to_string(),
             ApiError::Queue(e) => format!("the push could not be queued: {e}"),
             ApiError::ServerBusy => {
@@ -259,6 +269,8 @@ impl ApiError {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 (true, None, Some(settings.probe_after_s))
             }
+            // The body never arrived whole: the same data may be sent again.
+            StatusCode::REQUEST_TIMEOUT => (true, None, None),
             _ => (false, None, None),
         };
         (

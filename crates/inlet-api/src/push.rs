@@ -2,6 +2,8 @@
 //! read and decode the body within limits, validate, publish, and answer
 //! 202 only after the broker's confirm.
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use futures::StreamExt as _;
@@ -167,15 +169,22 @@ async fn handle(
         .reserve(declared.unwrap_or(limit))
         .await
         .ok_or(ApiError::ServerBusy)?;
-    let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BodyIncomplete(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large);
+    let read_for = Duration::from_millis(state.settings.body_read_timeout_ms);
+    let body = tokio::time::timeout(read_for, async {
+        let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BodyIncomplete(e.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    let body = body.freeze();
+        Ok(body.freeze())
+    })
+    .await
+    .map_err(|_| ApiError::BodyTimeout {
+        after_ms: state.settings.body_read_timeout_ms,
+    })??;
     held.shrink_to(body.len());
     state.metrics.hot.body_received.observe(body.len() as f64);
 

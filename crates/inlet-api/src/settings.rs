@@ -30,7 +30,8 @@ pub struct ApiSettings {
     /// Default 67108864 (64 MiB).
     pub max_in_flight_bytes: usize,
     /// How long a push waits for room in those budgets, milliseconds.
-    /// Default 200.
+    /// Default 1000 (decompressing a maximum-size body takes a while; a
+    /// short wait would shed load that was about to fit).
     pub in_flight_wait_ms: u64,
     /// Requests per second per key when the account has no limit of its
     /// own. Default 100.
@@ -57,6 +58,11 @@ pub struct ApiSettings {
     /// Time allowed to receive a request's headers, milliseconds.
     /// Default 5000.
     pub client_request_timeout_ms: u64,
+    /// Time allowed to receive a push's whole body, milliseconds; a body
+    /// still trickling in after it is answered 408 `body_timeout`
+    /// (retryable) and its room in the body budget given back, so slow
+    /// uploads cannot hold the budget. Default 10000.
+    pub body_read_timeout_ms: u64,
     /// Idle keep-alive, seconds. Default 75.
     pub keep_alive_s: u64,
 }
@@ -70,7 +76,7 @@ impl Default for ApiSettings {
             max_body_bytes: 1 << 20,
             max_decoded_bytes: 8 << 20,
             max_in_flight_bytes: 64 << 20,
-            in_flight_wait_ms: 200,
+            in_flight_wait_ms: 1_000,
             default_rate_per_s: 100,
             default_burst: 200,
             rate_limiter_max_keys: 100_000,
@@ -80,6 +86,7 @@ impl Default for ApiSettings {
             shutdown_delay_ms: 5_000,
             shutdown_timeout_s: 30,
             client_request_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
             keep_alive_s: 75,
         }
     }
