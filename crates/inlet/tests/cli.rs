@@ -136,6 +136,12 @@ async fn key_administration_round_trip() {
         cli.fails(&["keys", "revoke", "xyz"])
             .contains("invalid key id")
     );
+    assert!(cli.ok(&["keys", "activate", &key_id]).contains("activated"));
+    assert!(
+        cli.ok(&["keys", "list", "--json"])
+            .contains("\"state\":\"active\"")
+    );
+    assert!(cli.ok(&["keys", "revoke", &key_id]).contains("revoked"));
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("legacy.csv");
@@ -149,10 +155,12 @@ async fn key_administration_round_trip() {
         cli.ok(&["keys", "import", "--file", f])
             .contains("imported 0 keys (2 already present)")
     );
-    std::fs::write(&file, "acme,short\n").unwrap();
+    // A raw key the API would refuse is refused here, with its line.
+    std::fs::write(&file, "acme,short-but-fine\nacme,inlet_notakey\n").unwrap();
+    let err = cli.fails(&["keys", "import", "--file", f]);
     assert!(
-        cli.fails(&["keys", "import", "--file", f])
-            .contains("line 1")
+        err.contains("line 2") && err.contains("inlet keys create"),
+        "{err}"
     );
 
     assert!(cli.ok(&["sync", "--once"]).contains("loaded 3 keys"));

@@ -423,7 +423,14 @@ async fn s8_bad_input_barrage() {
     let mut fig = Figure::new("8", "Bad-input barrage interleaved with valid traffic");
     let total = scale::count(10_000.0, 1000);
     let n_agents = scale::count(20.0, 4);
-    let stack = Stack::new(Services::default(), &[]).await;
+    // Memory-budget load shedding (503 `server_busy`, scenario 10) is not
+    // what this scenario is about: a barrage of 16 maximum-size bodies at
+    // once may wait for room as long as it takes to be classified.
+    let stack = Stack::new(
+        Services::default(),
+        &[("INLET__API__IN_FLIGHT_WAIT_MS", "30000")],
+    )
+    .await;
     stack.migrate().await;
     let specs = agent_specs(&stack, "agent", n_agents).await;
     let barrage_key = stack

@@ -6,11 +6,15 @@ mod brute_force;
 mod hostile_bodies;
 mod incident;
 mod mongo_down;
+mod other_writers;
 mod rabbit_restart;
+mod reactivation;
 mod redis_flush;
 mod revocation;
 mod rolling_deploy;
 mod secret_rotation;
+mod two_syncs;
+mod unreadable_key;
 mod worker_kill;
 
 use std::time::Duration;
@@ -86,6 +90,73 @@ pub async fn start_single_api(
         api,
         lb,
         fleet,
+    }
+}
+
+/// One small push straight to `base`: (status, code).
+pub async fn probe(http: &reqwest::Client, base: &str, key: &str, n: u64) -> (u16, Option<String>) {
+    let body = serde_json::json!({
+        "batch_id": format!("probe-{}-{n}", uuid::Uuid::new_v4()),
+        "agent": {"name": "revocation-probe", "version": "1"},
+        "app": "shop", "environment": "resilience",
+        "transactions": [{"action": "Probe#revocation", "start_ms": inlet_domain::now_ms(), "duration_ms": 1.0, "status": 200}],
+    });
+    match http
+        .post(format!("{base}/v1/push"))
+        .bearer_auth(key)
+        .json(&body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, v["code"].as_str().map(str::to_owned))
+        }
+        Err(_) => (0, None),
+    }
+}
+
+/// What [`probe_until`] saw.
+pub struct Probed {
+    /// When the awaited answer came.
+    pub at: std::time::Instant,
+    /// Its `code`.
+    pub code: Option<String>,
+    /// Probes accepted (202) on the way, the last one included: items
+    /// stored on purpose outside the agents' sends.
+    pub accepted: u64,
+}
+
+/// Probes `base` with `key` every 20 ms until an answer's status satisfies
+/// `done`; panics after `deadline`.
+pub async fn probe_until(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    n: &mut u64,
+    done: impl Fn(u16) -> bool,
+    deadline: Duration,
+) -> Probed {
+    let started = std::time::Instant::now();
+    let mut accepted = 0;
+    loop {
+        *n += 1;
+        let (status, code) = probe(http, base, key, *n).await;
+        accepted += u64::from(status == 202);
+        if done(status) {
+            return Probed {
+                at: std::time::Instant::now(),
+                code,
+                accepted,
+            };
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{base}: no awaited answer within {deadline:?} (last {status} {code:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use inlet_testkit::{LoadBalancer, free_port, wait_until};
 
-use super::{Reconcile, agent_specs, reconcile};
+use super::{Reconcile, agent_specs, probe, probe_until, reconcile};
 use crate::agents::{AgentSpec, Fleet, FleetOptions};
 use crate::report::{Figure, secs};
 use crate::scale;
@@ -16,31 +16,6 @@ use crate::stack::{READY_TIMEOUT, Services, Stack};
 
 /// The promise: a revocation takes effect on every instance within this.
 const PROMISED: Duration = Duration::from_secs(2);
-
-/// One small push straight to `base`: (status, code).
-async fn probe(http: &reqwest::Client, base: &str, key: &str, n: u64) -> (u16, Option<String>) {
-    let body = serde_json::json!({
-        "batch_id": format!("probe-{}-{n}", uuid::Uuid::new_v4()),
-        "agent": {"name": "revocation-probe", "version": "1"},
-        "app": "shop", "environment": "resilience",
-        "transactions": [{"action": "Probe#revocation", "start_ms": inlet_domain::now_ms(), "duration_ms": 1.0, "status": 200}],
-    });
-    match http
-        .post(format!("{base}/v1/push"))
-        .bearer_auth(key)
-        .json(&body)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-    {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let v: serde_json::Value = r.json().await.unwrap_or_default();
-            (status, v["code"].as_str().map(str::to_owned))
-        }
-        Err(_) => (0, None),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s7_revocation_under_load() {
@@ -114,25 +89,18 @@ async fn s7_revocation_under_load() {
     let mut effective = Vec::new();
     let mut codes = Vec::new();
     for api in &apis {
-        loop {
-            n += 1;
-            let (status, code) = probe(&http, &api.base(), &victim_key, n).await;
-            match status {
-                202 => probe_accepted += 1,
-                401 | 403 => {
-                    effective.push(Instant::now());
-                    codes.push(code);
-                    break;
-                }
-                _ => {}
-            }
-            assert!(
-                revoked.elapsed() < Duration::from_secs(30),
-                "{} still accepts the revoked key after 30 s",
-                api.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let p = probe_until(
+            &http,
+            &api.base(),
+            &victim_key,
+            &mut n,
+            |s| matches!(s, 401 | 403),
+            Duration::from_secs(30),
+        )
+        .await;
+        probe_accepted += p.accepted;
+        effective.push(p.at);
+        codes.push(p.code);
     }
     let slowest = effective
         .iter()
