@@ -91,6 +91,11 @@ pub enum KeysCommand {
         /// The key id (16 hex digits, as shown by `inlet keys list`).
         key_id: String,
     },
+    /// Re-activate a revoked key by id (undo a mistaken revocation).
+    Activate {
+        /// The key id (16 hex digits, as shown by `inlet keys list`).
+        key_id: String,
+    },
     /// List keys (id, account, state, app; never the key).
     List {
         /// Only this account's keys.
@@ -99,7 +104,8 @@ pub enum KeysCommand {
         #[command(flatten)]
         format: Format,
     },
-    /// Import legacy keys: one `account,key[,app]` or `account,sha256:<digest>[,app]` per line.
+    /// Import legacy keys: one `account,key[,app]` or `account,sha256:<digest>[,app]` per line
+    /// (a key containing `,` must be given as its `sha256:` digest).
     Import {
         /// The file ("-" for stdin).
         #[arg(long)]

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use inlet_auth::RedisStore;
 use inlet_auth::admin::{KeyAdmin, LegacyKey};
 use inlet_auth::mongo_store::{AccountDoc, KeyDoc};
-use inlet_domain::{AccountId, AccountState, AppName, KeyId, RateLimit};
+use inlet_domain::{AccountId, AccountState, AppName, KeyId, KeyState, RateLimit};
 
 use crate::cli::{AccountsCommand, KeysCommand};
 use crate::settings::Settings;
@@ -58,12 +58,22 @@ async fn keys_inner(
             tracing::info!(key_id = %doc.key_id, account = %doc.account_id, "key created");
         }
         KeysCommand::Revoke { key_id } => {
-            let id = KeyId::parse(&key_id)
-                .with_context(|| format!("invalid key id {key_id:?} (see `inlet keys list`)"))?;
-            let doc = admin.revoke_key(id).await?;
+            let doc = admin
+                .set_key_state(parse_key_id(&key_id)?, KeyState::Revoked)
+                .await?;
             writeln!(
                 out,
                 "revoked key {} of account {}",
+                doc.key_id, doc.account_id
+            )?;
+        }
+        KeysCommand::Activate { key_id } => {
+            let doc = admin
+                .set_key_state(parse_key_id(&key_id)?, KeyState::Active)
+                .await?;
+            writeln!(
+                out,
+                "activated key {} of account {}",
                 doc.key_id, doc.account_id
             )?;
         }
@@ -124,6 +134,10 @@ async fn keys_inner(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_key_id(text: &str) -> anyhow::Result<KeyId> {
+    KeyId::parse(text).with_context(|| format!("invalid key id {text:?} (see `inlet keys list`)"))
 }
 
 fn state_label(k: &KeyDoc) -> &'static str {
