@@ -526,11 +526,11 @@ impl Authenticator {
             // operator: the primary's word is final.
             return Ok(hint);
         };
-        let bucket = match hint {
+        let (bucket, kind) = match hint {
             // Separate budgets: revoked agents that keep pushing must not
             // starve the confirmations new keys need during sync lag.
-            Answer::Absent(_) => &self.inner.confirm_absent,
-            Answer::Found { .. } => &self.inner.confirm_rejection,
+            Answer::Absent(_) => (&self.inner.confirm_absent, "absent"),
+            Answer::Found { .. } => (&self.inner.confirm_rejection, "rejection"),
         };
         if !bucket.lock().unwrap_or_else(|p| p.into_inner()).try_take() {
             self.inner.metrics.confirmations_throttled.inc();
@@ -540,6 +540,11 @@ impl Authenticator {
                 Err(UndecidableReason::ConfirmationThrottled)
             };
         }
+        self.inner
+            .metrics
+            .confirmations
+            .with_label_values(&[kind])
+            .inc();
         self.ask_truth(truth, digest).await
     }
 

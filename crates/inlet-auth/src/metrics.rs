@@ -32,9 +32,14 @@ pub struct AuthMetrics {
     pub cache_evictions: IntCounterVec,
     /// `inlet_auth_cache_entries`: entries in the decision cache.
     pub cache_entries: IntGauge,
-    /// `inlet_auth_confirmations_throttled_total`: absences the source of
-    /// truth was not asked to confirm (rate limit).
+    /// `inlet_auth_confirmations_throttled_total`: a primary's rejections
+    /// (absent, revoked, suspended) the source of truth was not asked to
+    /// confirm (rate limit).
     pub confirmations_throttled: IntCounter,
+    /// `inlet_auth_confirmations_total{kind}`: a primary's rejections the
+    /// source of truth was asked to confirm, by budget (`absent`,
+    /// `rejection`).
+    pub confirmations: IntCounterVec,
     /// `inlet_auth_store_ready{store}`: 1 when the store can decide.
     pub store_ready: IntGaugeVec,
     /// `inlet_auth_can_decide`: 1 when some store can decide.
@@ -69,6 +74,7 @@ impl AuthMetrics {
             Box::new(self.cache_evictions.clone()),
             Box::new(self.cache_entries.clone()),
             Box::new(self.confirmations_throttled.clone()),
+            Box::new(self.confirmations.clone()),
             Box::new(self.store_ready.clone()),
             Box::new(self.can_decide.clone()),
             Box::new(self.invalidations.clone()),
@@ -128,7 +134,14 @@ impl AuthMetrics {
             )?,
             confirmations_throttled: IntCounter::new(
                 "inlet_auth_confirmations_throttled_total",
-                "Absences not confirmed with the source of truth because of the confirmation rate limit.",
+                "A primary's rejections not confirmed with the source of truth because of the confirmation rate limit.",
+            )?,
+            confirmations: IntCounterVec::new(
+                Opts::new(
+                    "inlet_auth_confirmations_total",
+                    "A primary's rejections confirmed with the source of truth, by budget (absent, rejection).",
+                ),
+                &["kind"],
             )?,
             store_ready: IntGaugeVec::new(
                 Opts::new(
