@@ -128,16 +128,15 @@ impl KeySync {
         seen_keys: &mut HashMap<String, (i64, i64)>,
         seen_accounts: &mut HashMap<String, (i64, i64)>,
     ) -> Result<(), StoreError> {
-        // The next poll starts from the newest change seen, but never from
-        // later than this poll began by the sync's own clock: one document
-        // with a future `updated_at` (a writer whose clock runs ahead)
-        // must not blind the follower to every change after it.
+        // The next poll covers everything written after this one began, by
+        // the sync's own clock, less the overlap (writers whose clocks lag).
+        // Not "since the newest change seen": on a quiet system that
+        // re-reads the last burst of changes on every poll, and one document
+        // with a future `updated_at` would blind the follower.
         let started_ms = inlet_domain::now_ms();
-        let mut newest = *since_ms;
         let accounts = self.mongo.accounts_changed_since(*since_ms).await?;
         let keys = self.mongo.keys_changed_since(*since_ms).await?;
         for a in accounts {
-            newest = newest.max(a.updated_at_ms);
             let version = (a.revision, a.updated_at_ms);
             if seen_accounts.get(&a.id) == Some(&version) {
                 continue;
@@ -148,7 +147,6 @@ impl KeySync {
         }
         let mut fresh = Vec::new();
         for (k, entry) in keys {
-            newest = newest.max(k.updated_at_ms);
             let version = (k.revision, k.updated_at_ms);
             if seen_keys.get(&k.id) == Some(&version) {
                 continue;
@@ -160,7 +158,7 @@ impl KeySync {
         let n = fresh.len() as u64;
         self.apply_entries(fresh).await?;
         self.count_n(Mode::Poll, "key", n);
-        *since_ms = newest.min(started_ms) - overlap;
+        *since_ms = started_ms - overlap;
         self.sweep_if_shrunk().await
     }
 
