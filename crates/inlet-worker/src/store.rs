@@ -204,6 +204,9 @@ impl AggregateStore {
                         retries,
                     });
                 }
+                // A server that is gone is not a conflict to retry here:
+                // the caller pauses, waits for MongoDB and comes back.
+                Err(e) if is_unavailable(&e) => return Err(classify(&e)),
                 Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && retries < 20 => {
                     retries += 1;
                     // Another worker holds a bucket: back off a little.
@@ -247,8 +250,12 @@ impl AggregateStore {
         loop {
             match session.commit_transaction().await {
                 Ok(()) => return Ok(()),
+                // Retry the commit while its outcome is unknown and the
+                // server is there; a server that is gone ends it (the
+                // redelivery finds the marker if the commit did land).
                 Err(e)
                     if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                        && !is_unavailable(&e)
                         && started.elapsed() < Duration::from_secs(10) =>
                 {
                     continue;
