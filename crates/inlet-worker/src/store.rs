@@ -19,7 +19,11 @@
 //!
 //! Transactions need a replica set (production runs a single-node one at
 //! least; SecantusDB, used in tests, supports them). Conflicting concurrent
-//! transactions are retried (`TransientTransactionError`). On a standalone
+//! transactions are retried (`TransientTransactionError`) for a bounded
+//! time with jittered exponential backoff. A transaction a lost connection
+//! cut off stays open on the server, holding its buckets, until its
+//! lifetime ends (60 s): its session is kept and reused by the next write,
+//! which makes the server abort it at once. On a standalone
 //! server the worker refuses to start unless `worker.exactly_once = false`,
 //! which selects an at-least-once path (effect, then marker) and says so.
 //!
@@ -27,6 +31,7 @@
 //! `bulkWrite` inside the transaction: one round trip per batch.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt as _;
@@ -76,6 +81,10 @@ pub fn classify(e: &MongoError) -> WriteError {
     }
 }
 
+/// How long a batch write keeps retrying transient transaction conflicts
+/// before the batch is split (and its messages retried on their own).
+const CONFLICT_RETRY_BUDGET: Duration = Duration::from_secs(10);
+
 /// Whether an error means "the server is not there", not "this write is bad".
 pub fn is_unavailable(e: &MongoError) -> bool {
     // Codes of a server that is shutting down, stepping down, or not
@@ -98,6 +107,12 @@ pub struct AggregateStore {
     client: Client,
     db: Database,
     exactly_once: bool,
+    /// Sessions whose transaction a lost connection cut off. The server
+    /// keeps such a transaction open (holding its buckets, so every write
+    /// to them conflicts) until its transaction lifetime ends, 60 s by
+    /// default; the next write reuses the session, and a new transaction
+    /// on the same session id makes the server abort the old one at once.
+    cut_off: Arc<Mutex<Vec<ClientSession>>>,
 }
 
 /// What one write did.
@@ -117,6 +132,7 @@ impl AggregateStore {
             client: db.client().clone(),
             db,
             exactly_once,
+            cut_off: Arc::default(),
         }
     }
 
@@ -191,11 +207,21 @@ impl AggregateStore {
             });
         }
         let mut retries = 0;
-        let mut session = self
-            .client
-            .start_session()
-            .await
-            .map_err(|e| classify(&e))?;
+        let started = std::time::Instant::now();
+        let mut session = match self.take_cut_off() {
+            Some(mut session) => {
+                // Ends the cut-off transaction if the server hears it;
+                // otherwise the next `start_transaction` on this session
+                // does. Its errors say nothing about this write.
+                let _ = session.abort_transaction().await;
+                session
+            }
+            None => self
+                .client
+                .start_session()
+                .await
+                .map_err(|e| classify(&e))?,
+        };
         loop {
             match self.transaction(&mut session, keys, &models).await {
                 Ok(()) => {
@@ -206,17 +232,42 @@ impl AggregateStore {
                 }
                 // A server that is gone is not a conflict to retry here:
                 // the caller pauses, waits for MongoDB and comes back.
-                Err(e) if is_unavailable(&e) => return Err(classify(&e)),
-                Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && retries < 20 => {
+                Err(e) if is_unavailable(&e) => {
+                    self.keep_cut_off(session);
+                    return Err(classify(&e));
+                }
+                // Another pipeline or worker wrote a bucket of this batch
+                // first. A conflict passes by definition, but two pipelines
+                // folding the same accounts can keep colliding: back off
+                // exponentially with full jitter, for a bounded time rather
+                // than a number of tries (a busy server makes each try slow).
+                Err(e)
+                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                        && started.elapsed() < CONFLICT_RETRY_BUDGET =>
+                {
                     retries += 1;
-                    // Another worker holds a bucket: back off a little.
-                    let jitter = rand::random_range(1..=(5 * retries as u64).min(100));
+                    let cap = (5u64 << retries.min(6)).min(250);
+                    let jitter = rand::random_range(1..=cap);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
                 Err(e) if is_duplicate(&e) => return Err(WriteError::AlreadyApplied),
                 Err(e) => return Err(classify(&e)),
             }
         }
+    }
+
+    fn take_cut_off(&self) -> Option<ClientSession> {
+        self.cut_off
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+    }
+
+    fn keep_cut_off(&self, session: ClientSession) {
+        self.cut_off
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(session);
     }
 
     async fn transaction(
