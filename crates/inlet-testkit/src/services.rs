@@ -9,6 +9,9 @@ use deadpool_redis::redis;
 
 use crate::unique_id;
 
+/// How long a test waits for its database to be dropped.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Redis for tests: `INLET_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
 pub fn redis_url() -> String {
     std::env::var("INLET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -200,6 +203,12 @@ impl TestAmqp {
     /// Messages ready in the queue named `queue` (a full name), or `None`
     /// when it does not exist or the broker does not answer.
     pub async fn message_count(&self, queue: &str) -> Option<u32> {
+        self.queue_counts(queue).await.map(|(messages, _)| messages)
+    }
+
+    /// Messages ready in the queue named `queue` and its consumers, or
+    /// `None` when it does not exist or the broker does not answer.
+    pub async fn queue_counts(&self, queue: &str) -> Option<(u32, u32)> {
         let conn = lapin::Connection::connect(&self.url, lapin::ConnectionProperties::default())
             .await
             .ok()?;
@@ -216,7 +225,7 @@ impl TestAmqp {
             .await
             .ok();
         let _ = conn.close(200, "message count".into()).await;
-        q.map(|q| q.message_count())
+        q.map(|q| (q.message_count(), q.consumer_count()))
     }
 
     /// Deletes queues and exchanges by their full names (ignoring those
@@ -328,7 +337,12 @@ impl TestMongo {
     }
 
     /// Drops the test's database.
+    ///
+    /// Bounded: a test server that has become slow (SecantusDB can stall
+    /// for minutes after transactions were cut mid-flight) must not hold a
+    /// test whose checks are done.
     pub async fn cleanup(&self) {
-        let _ = self.db().drop().await;
+        // Best effort, as before: a database left behind is only litter.
+        let _ = tokio::time::timeout(CLEANUP_TIMEOUT, self.db().drop()).await;
     }
 }

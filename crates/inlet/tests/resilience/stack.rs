@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use inlet_testkit::{TestAmqp, TestMongo, TestRedis, free_port};
+use inlet_testkit::{SecantusServer, SecantusStorage, TestAmqp, TestMongo, TestRedis, free_port};
 use mongodb::bson::{Bson, Document, doc};
 
 use crate::metrics::{Scrape, scrape};
@@ -39,6 +39,9 @@ pub struct Services {
 /// One scenario's services and the `inlet` environment for them.
 pub struct Stack {
     pub mongo: TestMongo,
+    /// The private server `mongo` talks to, when the scenario brought none
+    /// (killed with the stack).
+    _own_mongo: Option<SecantusServer>,
     pub redis: TestRedis,
     pub amqp: TestAmqp,
     mongo_for_procs: String,
@@ -69,10 +72,18 @@ fn number(b: Option<&Bson>) -> f64 {
 impl Stack {
     /// A stack on the given services (shared ones where `None`), with
     /// `env` applied to every `inlet` process.
+    ///
+    /// MongoDB is a private SecantusDB unless the scenario brings its own:
+    /// a scenario's load (and any transaction its faults cut mid-flight)
+    /// can leave SecantusDB slow for minutes, which must not reach the next
+    /// scenario or the rest of the suite.
     pub async fn new(services: Services, env: &[(&str, &str)]) -> Stack {
-        let mongo = match &services.mongo {
-            Some(url) => TestMongo::at(url).await,
-            None => TestMongo::new().await,
+        let own_mongo = (services.mongo.is_none() && services.mongo_for_procs.is_none())
+            .then(|| blocking(|| SecantusServer::start(SecantusStorage::Memory)));
+        let mongo = match (&services.mongo, &own_mongo) {
+            (Some(url), _) => TestMongo::at(url).await,
+            (None, Some(server)) => TestMongo::at(&server.url()).await,
+            (None, None) => TestMongo::new().await,
         };
         let redis = match &services.redis {
             Some(url) => TestRedis::at(url).await,
@@ -92,6 +103,7 @@ impl Stack {
             .unwrap();
         Stack {
             mongo,
+            _own_mongo: own_mongo,
             redis,
             amqp,
             mongo_for_procs,
@@ -384,6 +396,18 @@ impl Stack {
             .await
             .unwrap_or(0);
         Some((pending, dead))
+    }
+
+    /// The main queue as the broker reports it (for failure details).
+    pub async fn describe_queue(&self) -> String {
+        let names = self.names();
+        match self.amqp.queue_counts(&names.queue).await {
+            Some((ready, consumers)) => format!(
+                "main queue: {ready} ready, {consumers} consumers; dead-letter queue: {:?}",
+                self.amqp.message_count(&names.dead_queue).await
+            ),
+            None => "main queue: the broker did not answer".into(),
+        }
     }
 
     /// Waits until the worker has stored at least `expected` items for

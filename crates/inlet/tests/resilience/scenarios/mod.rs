@@ -265,10 +265,20 @@ pub async fn reconcile(fig: &mut Figure, stack: &Stack, fleet: &Fleet, r: Reconc
     fig.check(
         "stored exactly once (accepted == stored)",
         stored.count == expected,
-        format!(
-            "accepted {} (+{} probe items), stored {}",
-            t.accepted, r.extra_stored, stored.count
-        ),
+        if stored.count == expected {
+            format!(
+                "accepted {} (+{} probe items), stored {}",
+                t.accepted, r.extra_stored, stored.count
+            )
+        } else {
+            format!(
+                "accepted {} (+{} probe items), stored {}; {}",
+                t.accepted,
+                r.extra_stored,
+                stored.count,
+                stack.describe_queue().await
+            )
+        },
     );
     fig.check(
         "nothing stored outside the agents' accounts",
