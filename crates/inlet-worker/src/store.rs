@@ -22,8 +22,8 @@
 //! transactions are retried (`TransientTransactionError`) for a bounded
 //! time with jittered exponential backoff. A transaction a lost connection
 //! cut off stays open on the server, holding its buckets, until its
-//! lifetime ends (60 s): its session is kept and reused by the next write,
-//! which makes the server abort it at once. On a standalone
+//! lifetime ends (60 s): its session is kept, and the next write ends it
+//! with `killSessions`. On a standalone
 //! server the worker refuses to start unless `worker.exactly_once = false`,
 //! which selects an at-least-once path (effect, then marker) and says so.
 //!
@@ -81,6 +81,9 @@ pub fn classify(e: &MongoError) -> WriteError {
     }
 }
 
+/// Cut-off sessions kept for `killSessions` at most.
+const MAX_CUT_OFF: usize = 64;
+
 /// How long a batch write keeps retrying transient transaction conflicts
 /// before the batch is split (and its messages retried on their own).
 const CONFLICT_RETRY_BUDGET: Duration = Duration::from_secs(10);
@@ -110,8 +113,7 @@ pub struct AggregateStore {
     /// Sessions whose transaction a lost connection cut off. The server
     /// keeps such a transaction open (holding its buckets, so every write
     /// to them conflicts) until its transaction lifetime ends, 60 s by
-    /// default; the next write reuses the session, and a new transaction
-    /// on the same session id makes the server abort the old one at once.
+    /// default; the next write ends them with `killSessions`.
     cut_off: Arc<Mutex<Vec<ClientSession>>>,
 }
 
@@ -208,20 +210,12 @@ impl AggregateStore {
         }
         let mut retries = 0;
         let started = std::time::Instant::now();
-        let mut session = match self.take_cut_off() {
-            Some(mut session) => {
-                // Ends the cut-off transaction if the server hears it;
-                // otherwise the next `start_transaction` on this session
-                // does. Its errors say nothing about this write.
-                let _ = session.abort_transaction().await;
-                session
-            }
-            None => self
-                .client
-                .start_session()
-                .await
-                .map_err(|e| classify(&e))?,
-        };
+        self.end_cut_off().await;
+        let mut session = self
+            .client
+            .start_session()
+            .await
+            .map_err(|e| classify(&e))?;
         loop {
             match self.transaction(&mut session, keys, &models).await {
                 Ok(()) => {
@@ -256,18 +250,43 @@ impl AggregateStore {
         }
     }
 
-    fn take_cut_off(&self) -> Option<ClientSession> {
+    fn cut_off(&self) -> std::sync::MutexGuard<'_, Vec<ClientSession>> {
         self.cut_off
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
     }
 
     fn keep_cut_off(&self, session: ClientSession) {
-        self.cut_off
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(session);
+        let mut kept = self.cut_off();
+        if kept.len() >= MAX_CUT_OFF {
+            // A long outage: the oldest end with their lifetime instead.
+            kept.remove(0);
+        }
+        kept.push(session);
+    }
+
+    /// Makes the server abort the transactions of the cut-off sessions
+    /// now, not when their lifetime ends. Kept for the next write while
+    /// the server does not answer.
+    async fn end_cut_off(&self) {
+        let sessions = std::mem::take(&mut *self.cut_off());
+        if sessions.is_empty() {
+            return;
+        }
+        let ids: Vec<Document> = sessions.iter().map(|s| s.id().clone()).collect();
+        let killed = self
+            .client
+            .database("admin")
+            .run_command(doc! { "killSessions": ids })
+            .await;
+        match killed {
+            Ok(_) => tracing::debug!(sessions = sessions.len(), "ended cut-off transactions"),
+            Err(_) => {
+                for s in sessions {
+                    self.keep_cut_off(s);
+                }
+            }
+        }
     }
 
     async fn transaction(
