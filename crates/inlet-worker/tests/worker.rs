@@ -313,6 +313,60 @@ async fn provisional_messages_are_rechecked_before_writing() {
     h.cleanup().await;
 }
 
+/// Issue 13, point 4: another writer deleted a key's account document.
+/// The source of truth's answer is "no such key" for the API (which asks
+/// the same store when Redis cannot answer) and for the worker's re-check
+/// alike, so the provisional push is dropped as `unknown_key`: never
+/// written, never retried, never dead-lettered.
+#[tokio::test]
+async fn a_key_whose_account_was_deleted_is_unknown_to_the_recheck_as_to_the_api() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    let gone = inlet_domain::AccountId::parse("gone").unwrap();
+    h.admin.create_account(&gone, None).await.unwrap();
+    let orphan = h.admin.create_key(&h.issuer, &gone, None).await.unwrap().0;
+    let deleted =
+        h.db.collection::<Document>("accounts")
+            .delete_one(doc! { "_id": "gone" })
+            .await
+            .unwrap();
+    assert_eq!(deleted.deleted_count, 1);
+    let truth = inlet_auth::MongoStore::new(h.db.clone());
+    assert!(
+        matches!(
+            inlet_auth::KeyStore::lookup(&truth, &orphan.digest()).await,
+            Ok(inlet_auth::Lookup::Absent)
+        ),
+        "the source of truth holds no usable key whose account is gone"
+    );
+
+    let cancel = CancellationToken::new();
+    let mut pipeline = h.pipeline(h.processor(), &cancel);
+    h.publish(&h.envelope(
+        &tx_batch("orphan", "A", 4, 1.0, start),
+        AuthMode::Provisional,
+        &orphan,
+    ))
+    .await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::DroppedProvisional {
+            reason: "unknown_key"
+        }
+    );
+    assert_eq!(
+        h.tx_total().await,
+        0,
+        "nothing written for the orphaned key"
+    );
+    assert!(
+        h.drain_dead_letters().await.is_empty(),
+        "a verdict of the source of truth is not dead-lettered"
+    );
+    cancel.cancel();
+    h.cleanup().await;
+}
+
 #[tokio::test]
 async fn an_unreadable_key_record_is_dead_lettered_and_never_stalls_the_pipeline() {
     let h = Harness::new().await;
