@@ -3,7 +3,7 @@
 //! a revision guard) and deletions (removed by digest, from the index).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{FollowEnd, KeySync, SyncState, failed, sleep_until};
 use crate::mongo_store::KeyEntry;
@@ -33,13 +33,7 @@ impl KeySync {
         generation: u64,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> FollowEnd {
-        self.set_state(SyncState::Following {
-            generation,
-            mode: "stream",
-        });
-        self.metrics.following.set(1);
-        let deadline = self.resync_deadline();
-        let mut marker_check = self.marker_interval();
+        let (deadline, mut marker_check) = self.begin_following(generation, Mode::Stream);
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return FollowEnd::Cancelled,
@@ -77,18 +71,12 @@ impl KeySync {
         generation: u64,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> FollowEnd {
-        self.set_state(SyncState::Following {
-            generation,
-            mode: "poll",
-        });
-        self.metrics.following.set(1);
-        let deadline = self.resync_deadline();
+        let (deadline, mut marker_check) = self.begin_following(generation, Mode::Poll);
         let overlap = self.settings.poll_overlap_ms as i64;
         // Revisions applied recently, so the overlap window does not
         // re-publish unchanged documents on every poll.
         let mut seen_keys: HashMap<String, (i64, i64)> = HashMap::new();
         let mut seen_accounts: HashMap<String, (i64, i64)> = HashMap::new();
-        let mut marker_check = self.marker_interval();
         let mut poll = tokio::time::interval(Duration::from_millis(
             self.settings.poll_interval_ms.max(10),
         ));
@@ -203,6 +191,21 @@ impl KeySync {
             }
         }
         Ok(())
+    }
+
+    /// Enters the following state: the time of the next full resync and
+    /// the marker check's timer.
+    fn begin_following(
+        &self,
+        generation: u64,
+        mode: Mode,
+    ) -> (Option<Instant>, tokio::time::Interval) {
+        self.set_state(SyncState::Following {
+            generation,
+            mode: mode.as_str(),
+        });
+        self.metrics.following.set(1);
+        (self.resync_deadline(), self.marker_interval())
     }
 
     fn marker_interval(&self) -> tokio::time::Interval {

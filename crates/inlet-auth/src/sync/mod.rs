@@ -73,8 +73,10 @@ pub struct SyncSettings {
     pub follow: FollowMode,
     /// Polling period, milliseconds. Default 1000.
     pub poll_interval_ms: u64,
-    /// How far back each poll looks beyond the last change seen,
-    /// milliseconds (covers clock skew between writers). Default 5000.
+    /// How far before the start of the previous poll each poll looks,
+    /// milliseconds: covers writers whose clocks lag the sync's and the
+    /// time between a writer stamping `updated_at` and its commit. Default
+    /// 5000.
     pub poll_overlap_ms: u64,
     /// A full reload every this many seconds, as a safety net. Default
     /// 3600. 0 disables.
