@@ -93,6 +93,57 @@ pub async fn start_single_api(
     }
 }
 
+/// A sync, a worker and two API instances, all ready, behind a
+/// health-checked load balancer, and a fleet of agents pushing through it.
+pub struct TwoApis {
+    /// `inlet sync`.
+    pub sync: Proc,
+    /// `inlet worker`.
+    pub worker: Proc,
+    /// The two `inlet api` instances.
+    pub apis: Vec<Proc>,
+    /// The balancer the agents go through.
+    pub lb: LoadBalancer,
+    /// The agents.
+    pub fleet: Fleet,
+}
+
+/// Starts [`TwoApis`]: sync, worker and both instances, each ready before
+/// the next starts; the agents of `specs` once both are routable.
+pub async fn start_two_apis(stack: &Stack, specs: &[AgentSpec], opts: FleetOptions) -> TwoApis {
+    let mut sync = stack.sync("sync", &[]);
+    stack.wait_ready(&mut sync, READY_TIMEOUT).await;
+    let mut worker = stack.worker("worker", &[]);
+    stack.wait_ready(&mut worker, READY_TIMEOUT).await;
+    let mut apis = Vec::new();
+    for i in 0..2 {
+        let mut p = stack.api(&format!("api{i}"), free_port(), &[]);
+        stack.wait_ready(&mut p, READY_TIMEOUT).await;
+        apis.push(p);
+    }
+    let lb = LoadBalancer::health_checked(&[apis[0].addr(), apis[1].addr()]).await;
+    inlet_testkit::wait_until(
+        Duration::from_secs(10),
+        "both instances routable",
+        || async { lb.is_routable(0) && lb.is_routable(1) },
+    )
+    .await;
+    let fleet = Fleet::start(
+        specs,
+        &FleetOptions {
+            endpoint: lb.url(),
+            ..opts
+        },
+    );
+    TwoApis {
+        sync,
+        worker,
+        apis,
+        lb,
+        fleet,
+    }
+}
+
 /// One small push straight to `base`: (status, code).
 pub async fn probe(http: &reqwest::Client, base: &str, key: &str, n: u64) -> (u16, Option<String>) {
     let body = serde_json::json!({

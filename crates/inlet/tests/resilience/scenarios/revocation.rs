@@ -6,13 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use inlet_testkit::{LoadBalancer, free_port, wait_until};
-
-use super::{Reconcile, agent_specs, probe, probe_until, reconcile};
-use crate::agents::{AgentSpec, Fleet, FleetOptions};
+use super::{Reconcile, TwoApis, agent_specs, probe, probe_until, reconcile, start_two_apis};
+use crate::agents::{AgentSpec, FleetOptions};
 use crate::report::{Figure, secs};
 use crate::scale;
-use crate::stack::{READY_TIMEOUT, Services, Stack};
+use crate::stack::{Services, Stack};
 
 /// The promise: a revocation takes effect on every instance within this.
 const PROMISED: Duration = Duration::from_secs(2);
@@ -44,30 +42,13 @@ async fn s7_revocation_under_load() {
     fig.faults =
         "`inlet keys revoke` of one agent's key mid-run (default 30 s decision cache)".into();
 
-    let mut sync = stack.sync("sync", &[]);
-    stack.wait_ready(&mut sync, READY_TIMEOUT).await;
-    let mut worker = stack.worker("worker", &[]);
-    stack.wait_ready(&mut worker, READY_TIMEOUT).await;
-    let mut apis = Vec::new();
-    for i in 0..2 {
-        let mut p = stack.api(&format!("api{i}"), free_port(), &[]);
-        stack.wait_ready(&mut p, READY_TIMEOUT).await;
-        apis.push(p);
-    }
-    let lb = LoadBalancer::health_checked(&[apis[0].addr(), apis[1].addr()]).await;
-    wait_until(
-        Duration::from_secs(10),
-        "both instances routable",
-        || async { lb.is_routable(0) && lb.is_routable(1) },
-    )
-    .await;
-    let mut fleet = Fleet::start(
-        &specs,
-        &FleetOptions {
-            endpoint: lb.url(),
-            ..opts
-        },
-    );
+    let TwoApis {
+        sync,
+        worker,
+        apis,
+        lb,
+        mut fleet,
+    } = start_two_apis(&stack, &specs, opts).await;
     let victim = fleet.agents.len() - 1;
     tokio::time::sleep(warmup).await;
 
