@@ -34,35 +34,9 @@ pub fn extract_key(req: &HttpRequest) -> Option<String> {
         return Some(v.trim().to_owned());
     }
     // Older agents send `?api_key=`. The query string is never logged.
-    req.query_string().split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == "api_key").then(|| percent_decode(value))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 3 <= b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(name, _)| name == "api_key")
+        .map(|(_, value)| value.into_owned())
 }
 
 /// Largest decoded body handled on an HTTP worker thread, bytes: about a
@@ -314,11 +288,19 @@ mod tests {
     }
 
     #[test]
-    fn percent_decoding_is_total() {
-        assert_eq!(percent_decode("a%2Fb"), "a/b");
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%4"), "%4");
-        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    fn query_keys_are_form_decoded_and_decoding_is_total() {
+        for (raw, key) in [
+            ("a%2Fb", "a/b"),
+            ("a+b", "a b"),
+            ("%", "%"),
+            ("%zz", "%zz"),
+            ("%4", "%4"),
+            ("%ff", "\u{fffd}"),
+        ] {
+            let req = TestRequest::default()
+                .uri(&format!("/v1/push?api_key={raw}"))
+                .to_http_request();
+            assert_eq!(extract_key(&req).as_deref(), Some(key), "{raw}");
+        }
     }
 }
