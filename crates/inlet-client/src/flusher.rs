@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::builder::WhenAuthPaused;
 use crate::client::{Shared, ShutdownReport};
-use crate::policy::{self, Disposition, Machine, Mode, Step, Timing};
+use crate::policy::{self, BatchFate, Machine, Mode, Step, Timing};
 use crate::stats::{ClientEvent, ClientState, Counters, DropReason, LastError, lock};
 use crate::transport::Transport;
 
@@ -191,10 +191,10 @@ pub(crate) async fn run(
 
         // 4. Apply the policy.
         batch.unanswered = result.is_err();
-        let (disposition, error) = match result {
+        let (fate, error) = match result {
             Ok(resp) => {
                 let d = policy::classify(resp.status, resp.retry_after, resp.probe_after);
-                let error = (d != Disposition::Accept).then(|| LastError {
+                let error = (d != BatchFate::Accept).then(|| LastError {
                     status: Some(resp.status),
                     code: resp.code().map(str::to_owned),
                     message: resp
@@ -205,7 +205,7 @@ pub(crate) async fn run(
                 (d, error)
             }
             Err(e) => (
-                Disposition::Retry { at_least: None },
+                BatchFate::Retry { at_least: None },
                 Some(LastError {
                     status: None,
                     code: Some(e.kind.to_owned()),
@@ -214,7 +214,7 @@ pub(crate) async fn run(
                 }),
             ),
         };
-        let step = machine.on_answer(StdInstant::now(), disposition, &mut rng);
+        let step = machine.on_answer(StdInstant::now(), fate, &mut rng);
         apply(&shared, &mut current, step, error, &machine);
     }
 

@@ -21,7 +21,7 @@ use crate::stats::DropReason;
 
 /// What an answer means for the batch that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
+pub enum BatchFate {
     /// 2xx: the server has it.
     Accept,
     /// 400/413/415: sending it again cannot succeed.
@@ -50,14 +50,14 @@ pub fn classify(
     status: u16,
     retry_after: Option<Duration>,
     probe_after: Option<Duration>,
-) -> Disposition {
+) -> BatchFate {
     match status {
-        200..=299 => Disposition::Accept,
-        400 => Disposition::Drop(DropReason::Rejected400),
-        413 => Disposition::Drop(DropReason::TooLarge413),
-        415 => Disposition::Drop(DropReason::Unsupported415),
-        401 | 403 => Disposition::AuthRejected { probe_after },
-        _ => Disposition::Retry {
+        200..=299 => BatchFate::Accept,
+        400 => BatchFate::Drop(DropReason::Rejected400),
+        413 => BatchFate::Drop(DropReason::TooLarge413),
+        415 => BatchFate::Drop(DropReason::Unsupported415),
+        401 | 403 => BatchFate::AuthRejected { probe_after },
+        _ => BatchFate::Retry {
             at_least: retry_after,
         },
     }
@@ -197,11 +197,11 @@ impl Machine {
     pub(crate) fn on_answer<R: Rng + ?Sized>(
         &mut self,
         now: Instant,
-        disposition: Disposition,
+        fate: BatchFate,
         rng: &mut R,
     ) -> Step {
-        match disposition {
-            Disposition::Accept => {
+        match fate {
+            BatchFate::Accept => {
                 let resumed_after = match self.auth_since {
                     Some(since) if self.paused_in_run => Some(now.saturating_duration_since(since)),
                     _ => None,
@@ -212,7 +212,7 @@ impl Machine {
                 self.paused_in_run = false;
                 Step::Delivered { resumed_after }
             }
-            Disposition::Drop(reason) => {
+            BatchFate::Drop(reason) => {
                 // The server answered and decided about the data; nothing
                 // transient is going on. Not a success, though: the auth
                 // window stays as it was.
@@ -220,7 +220,7 @@ impl Machine {
                 self.failures = 0;
                 Step::Dropped(reason)
             }
-            Disposition::Retry { at_least } => {
+            BatchFate::Retry { at_least } => {
                 let delay = retry_delay(
                     self.timing.initial_backoff,
                     self.timing.max_backoff,
@@ -237,7 +237,7 @@ impl Machine {
                     grace_left: None,
                 }
             }
-            Disposition::AuthRejected { probe_after } => {
+            BatchFate::AuthRejected { probe_after } => {
                 let since = *self.auth_since.get_or_insert(now);
                 let rejected_for = now.saturating_duration_since(since);
                 if rejected_for >= self.timing.auth_grace {
@@ -293,24 +293,24 @@ mod tests {
 
     #[test]
     fn status_contract() {
-        assert_eq!(classify(202, None, None), Disposition::Accept);
-        assert_eq!(classify(200, None, None), Disposition::Accept);
+        assert_eq!(classify(202, None, None), BatchFate::Accept);
+        assert_eq!(classify(200, None, None), BatchFate::Accept);
         assert_eq!(
             classify(400, None, None),
-            Disposition::Drop(DropReason::Rejected400)
+            BatchFate::Drop(DropReason::Rejected400)
         );
         assert_eq!(
             classify(413, None, None),
-            Disposition::Drop(DropReason::TooLarge413)
+            BatchFate::Drop(DropReason::TooLarge413)
         );
         assert_eq!(
             classify(415, None, None),
-            Disposition::Drop(DropReason::Unsupported415)
+            BatchFate::Drop(DropReason::Unsupported415)
         );
         for s in [401, 403] {
             assert_eq!(
                 classify(s, None, Some(S)),
-                Disposition::AuthRejected {
+                BatchFate::AuthRejected {
                     probe_after: Some(S)
                 }
             );
@@ -318,7 +318,7 @@ mod tests {
         for s in [408, 429, 500, 502, 503, 504, 404, 405, 302] {
             assert_eq!(
                 classify(s, Some(2 * S), None),
-                Disposition::Retry {
+                BatchFate::Retry {
                     at_least: Some(2 * S)
                 },
                 "{s}"
@@ -383,7 +383,7 @@ mod tests {
         let mut m = Machine::new(timing());
         let t0 = Instant::now();
         for n in 0..6 {
-            match m.on_answer(t0, Disposition::Retry { at_least: None }, &mut rng) {
+            match m.on_answer(t0, BatchFate::Retry { at_least: None }, &mut rng) {
                 Step::Retry {
                     delay,
                     at,
@@ -398,7 +398,7 @@ mod tests {
             }
         }
         assert_eq!(
-            m.on_answer(t0, Disposition::Accept, &mut rng),
+            m.on_answer(t0, BatchFate::Accept, &mut rng),
             Step::Delivered {
                 resumed_after: None
             }
@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(m.mode(), Mode::Sending);
         assert_eq!(m.ready_at(), None);
         // The exponent starts over.
-        match m.on_answer(t0, Disposition::Retry { at_least: None }, &mut rng) {
+        match m.on_answer(t0, BatchFate::Retry { at_least: None }, &mut rng) {
             Step::Retry { delay, .. } => assert!(delay <= S),
             other => panic!("{other:?}"),
         }
@@ -417,7 +417,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(4);
         let mut m = Machine::new(timing());
         let t0 = Instant::now();
-        let rejected = Disposition::AuthRejected { probe_after: None };
+        let rejected = BatchFate::AuthRejected { probe_after: None };
         // Within the grace window: ordinary backoff, the data is kept.
         match m.on_answer(t0, rejected, &mut rng) {
             Step::Retry { grace_left, .. } => assert_eq!(grace_left, Some(300 * S)),
@@ -429,11 +429,7 @@ mod tests {
         }
         // A transient answer in between does not restart the window.
         assert!(matches!(
-            m.on_answer(
-                t0 + 150 * S,
-                Disposition::Retry { at_least: None },
-                &mut rng
-            ),
+            m.on_answer(t0 + 150 * S, BatchFate::Retry { at_least: None }, &mut rng),
             Step::Retry { .. }
         ));
         // The whole window rejected: pause until the probe.
@@ -455,7 +451,7 @@ mod tests {
         let t2 = t1 + 300 * S;
         match m.on_answer(
             t2,
-            Disposition::AuthRejected {
+            BatchFate::AuthRejected {
                 probe_after: Some(10 * S),
             },
             &mut rng,
@@ -469,7 +465,7 @@ mod tests {
         // The probe succeeds: resumed, everything reset.
         let t3 = t2 + 10 * S;
         assert_eq!(
-            m.on_answer(t3, Disposition::Accept, &mut rng),
+            m.on_answer(t3, BatchFate::Accept, &mut rng),
             Step::Delivered {
                 resumed_after: Some(t3 - t0)
             }
@@ -490,13 +486,13 @@ mod tests {
             ..timing()
         });
         let t0 = Instant::now();
-        let rejected = Disposition::AuthRejected { probe_after: None };
+        let rejected = BatchFate::AuthRejected { probe_after: None };
         assert!(matches!(
             m.on_answer(t0, rejected, &mut rng),
             Step::Retry { .. }
         ));
         assert_eq!(
-            m.on_answer(t0 + S, Disposition::Drop(DropReason::Rejected400), &mut rng),
+            m.on_answer(t0 + S, BatchFate::Drop(DropReason::Rejected400), &mut rng),
             Step::Dropped(DropReason::Rejected400)
         );
         assert_eq!(m.mode(), Mode::Sending);
@@ -514,7 +510,7 @@ mod tests {
             ..timing()
         });
         let t0 = Instant::now();
-        let rejected = Disposition::AuthRejected { probe_after: None };
+        let rejected = BatchFate::AuthRejected { probe_after: None };
         assert!(matches!(
             m.on_answer(t0, rejected, &mut rng),
             Step::Retry { .. }
@@ -527,7 +523,7 @@ mod tests {
         // server busy), but the window is not reset...
         let t1 = t0 + 400 * S;
         assert!(matches!(
-            m.on_answer(t1, Disposition::Retry { at_least: Some(2 * S) }, &mut rng),
+            m.on_answer(t1, BatchFate::Retry { at_least: Some(2 * S) }, &mut rng),
             Step::Retry { delay, .. } if delay >= 2 * S
         ));
         assert!(!m.is_paused());
@@ -538,7 +534,7 @@ mod tests {
         ));
         // And a success ends it, measured from the first rejection.
         assert_eq!(
-            m.on_answer(t1 + 400 * S, Disposition::Accept, &mut rng),
+            m.on_answer(t1 + 400 * S, BatchFate::Accept, &mut rng),
             Step::Delivered {
                 resumed_after: Some(t1 + 400 * S - t0)
             }
@@ -555,7 +551,7 @@ mod tests {
         assert!(matches!(
             m.on_answer(
                 Instant::now(),
-                Disposition::AuthRejected { probe_after: None },
+                BatchFate::AuthRejected { probe_after: None },
                 &mut rng
             ),
             Step::Paused { entered: true, .. }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 
-use crate::policy::Disposition;
+use crate::policy::BatchFate;
 use crate::response::ResponseSummary;
 use crate::transport::{self, KeyHeader, Transport, TransportError};
 
@@ -116,20 +116,20 @@ impl PushOutcome {
 /// [`policy::classify`](crate::policy::classify)).
 fn directive(s: &ResponseSummary) -> String {
     match crate::policy::classify(s.status, s.retry_after, s.probe_after) {
-        Disposition::Accept => "forget the batch: it is accepted".into(),
-        Disposition::Drop(reason) => format!("drop the batch, never retry it ({reason})"),
-        Disposition::AuthRejected { probe_after } => format!(
+        BatchFate::Accept => "forget the batch: it is accepted".into(),
+        BatchFate::Drop(reason) => format!("drop the batch, never retry it ({reason})"),
+        BatchFate::AuthRejected { probe_after } => format!(
             "keep the data; retry with backoff within the auth grace window, then pause and probe every {}",
             probe_after.map_or_else(
                 || "probe interval".to_owned(),
                 |d| format!("{} s", d.as_secs())
             )
         ),
-        Disposition::Retry { at_least: Some(d) } => format!(
+        BatchFate::Retry { at_least: Some(d) } => format!(
             "keep the data; retry with the same batch_id, not before {} s",
             d.as_secs_f64()
         ),
-        Disposition::Retry { at_least: None } => {
+        BatchFate::Retry { at_least: None } => {
             "keep the data; retry with the same batch_id after a jittered backoff".into()
         }
     }
