@@ -130,7 +130,7 @@ impl Encoded {
 pub(crate) struct Shape {
     /// Most items in one batch.
     pub max_items: usize,
-    /// Largest uncompressed body, bytes (envelope included).
+    /// Largest uncompressed body, bytes (header included).
     pub max_bytes: usize,
     /// The server's per-array limits (transactions, metrics, errors).
     pub per_kind: [usize; 3],
@@ -150,9 +150,11 @@ impl Shape {
     }
 }
 
-/// The batch envelope's fixed parts, serialized once.
+/// A batch's fixed parts (agent, app, environment), serialized once: the
+/// header every body of this client starts with. (Not the queue message,
+/// `inlet_domain::Envelope`.)
 #[derive(Debug, Clone)]
-pub(crate) struct Envelope {
+pub(crate) struct BatchHeader {
     agent: String,
     app: String,
     environment: String,
@@ -161,9 +163,9 @@ pub(crate) struct Envelope {
 /// Length of the batch ids this crate generates (hyphenated UUIDs).
 pub(crate) const BATCH_ID_LEN: usize = 36;
 
-impl Envelope {
-    pub(crate) fn new(agent: &WireAgent, app: &str, environment: &str) -> Envelope {
-        Envelope {
+impl BatchHeader {
+    pub(crate) fn new(agent: &WireAgent, app: &str, environment: &str) -> BatchHeader {
+        BatchHeader {
             // Serializing a `WireAgent` cannot fail.
             agent: serde_json::to_string(agent).unwrap_or_else(|_| "null".to_owned()),
             app: serde_json::Value::from(app).to_string(),
@@ -172,13 +174,13 @@ impl Envelope {
     }
 
     /// Bytes of a body with no items (and a [`BATCH_ID_LEN`] id), all three
-    /// arrays present: an upper bound of the envelope's share.
+    /// arrays present: an upper bound of the header's share.
     pub(crate) fn overhead(&self) -> usize {
         self.assemble("0".repeat(BATCH_ID_LEN).as_str(), &[]).len()
             + Kind::ALL.iter().map(|k| k.field().len() + 6).sum::<usize>()
     }
 
-    /// Assembles a body: the envelope, then each kind's items in the order
+    /// Assembles a body: the header, then each kind's items in the order
     /// they were recorded. Only non-empty arrays are written.
     pub(crate) fn assemble(&self, batch_id: &str, items: &[Encoded]) -> Vec<u8> {
         let size = 64
@@ -350,8 +352,8 @@ mod tests {
         Encoded::encode(item, &BatchLimits::default(), now_ms()).unwrap()
     }
 
-    fn envelope() -> Envelope {
-        Envelope::new(
+    fn test_header() -> BatchHeader {
+        BatchHeader::new(
             &WireAgent {
                 name: "inlet-rust".into(),
                 version: "0.1.0".into(),
@@ -399,14 +401,14 @@ mod tests {
 
     #[test]
     fn assembled_body_is_a_valid_batch_in_record_order() {
-        let env = envelope();
+        let header = test_header();
         let items: Vec<Encoded> = [tx("A#1"), err("E1"), tx("A#2"), err("E2")]
             .iter()
             .map(enc)
             .collect();
         let id = uuid::Uuid::now_v7().to_string();
         assert_eq!(id.len(), BATCH_ID_LEN);
-        let body = env.assemble(&id, &items);
+        let body = header.assemble(&id, &items);
         let batch = Batch::decode(&body, &BatchLimits::default(), now_ms()).unwrap();
         assert_eq!(batch.batch_id().unwrap().as_str(), id);
         assert_eq!(batch.app().as_str(), "shop");
@@ -422,13 +424,13 @@ mod tests {
         assert!(batch.metrics().is_empty());
         // The overhead bound holds: an empty body plus the items is never
         // larger than the estimate.
-        let estimate = env.overhead() + items.iter().map(Encoded::cost).sum::<usize>();
+        let estimate = header.overhead() + items.iter().map(Encoded::cost).sum::<usize>();
         assert!(body.len() <= estimate, "{} > {estimate}", body.len());
     }
 
     #[test]
     fn batches_are_cut_by_item_count() {
-        let env = envelope();
+        let header = test_header();
         let shape = Shape::new(10, 512 * 1024, &BatchLimits::default());
         let mut buf = Buffer::new(1 << 20);
         for i in 0..35 {
@@ -437,8 +439,8 @@ mod tests {
         let mut sizes = vec![];
         let mut order = vec![];
         while buf.len() > 0 {
-            let full = buf.has_full_batch(&shape, env.overhead());
-            let b = buf.take(&shape, env.overhead());
+            let full = buf.has_full_batch(&shape, header.overhead());
+            let b = buf.take(&shape, header.overhead());
             assert_eq!(full, b.len() == 10);
             sizes.push(b.len());
             order.extend(
@@ -455,20 +457,20 @@ mod tests {
 
     #[test]
     fn batches_are_cut_by_bytes() {
-        let env = envelope();
+        let header = test_header();
         let one = enc(&tx("A#0000")).cost();
-        // Room for exactly 4 items after the envelope.
-        let max_bytes = env.overhead() + 4 * one + one / 2;
+        // Room for exactly 4 items after the header.
+        let max_bytes = header.overhead() + 4 * one + one / 2;
         let shape = Shape::new(1000, max_bytes, &BatchLimits::default());
         let mut buf = Buffer::new(1 << 20);
         for i in 0..10 {
             buf.push(enc(&tx(&format!("A#{i:04}"))));
         }
-        assert!(buf.has_full_batch(&shape, env.overhead()));
+        assert!(buf.has_full_batch(&shape, header.overhead()));
         let mut sizes = vec![];
         while buf.len() > 0 {
-            let b = buf.take(&shape, env.overhead());
-            let body = env.assemble(&"x".repeat(BATCH_ID_LEN), &b);
+            let b = buf.take(&shape, header.overhead());
+            let body = header.assemble(&"x".repeat(BATCH_ID_LEN), &b);
             assert!(body.len() <= max_bytes, "{} > {max_bytes}", body.len());
             sizes.push(b.len());
         }
@@ -477,7 +479,7 @@ mod tests {
 
     #[test]
     fn batches_respect_the_servers_per_kind_limits() {
-        let env = envelope();
+        let header = test_header();
         let limits = BatchLimits {
             max_errors: 3,
             ..BatchLimits::default()
@@ -488,12 +490,12 @@ mod tests {
             buf.push(enc(&err(&format!("E{i}"))));
             buf.push(enc(&tx(&format!("A#{i}"))));
         }
-        assert!(buf.has_full_batch(&shape, env.overhead()));
-        let first = buf.take(&shape, env.overhead());
+        assert!(buf.has_full_batch(&shape, header.overhead()));
+        let first = buf.take(&shape, header.overhead());
         // E0 A0 E1 A1 E2 A2, then E3 would be the fourth error.
         assert_eq!(first.len(), 6);
         assert_eq!(first.iter().filter(|e| e.kind == Kind::Error).count(), 3);
-        assert_eq!(buf.take(&shape, env.overhead()).len(), 4);
+        assert_eq!(buf.take(&shape, header.overhead()).len(), 4);
     }
 
     #[test]

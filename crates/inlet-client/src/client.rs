@@ -8,7 +8,7 @@ use std::time::Duration;
 use inlet_domain::{WireErrorSample, WireMetric, WireTransaction, now_ms};
 use tokio::sync::{Notify, watch};
 
-use crate::buffer::{Buffer, Encoded, Envelope, Item, Shape};
+use crate::buffer::{BatchHeader, Buffer, Encoded, Item, Shape};
 use crate::builder::{ClientBuilder, Config, Hook};
 use crate::flusher::{self, Lifecycle};
 use crate::stats::{ClientEvent, ClientState, ClientStats, Counters, DropReason, Status, lock};
@@ -47,7 +47,7 @@ struct Handle {
 /// State shared by the client handles and the flusher.
 pub(crate) struct Shared {
     pub config: Config,
-    pub envelope: Envelope,
+    pub header: BatchHeader,
     pub shape: Shape,
     /// Bytes of a batch body without items.
     pub overhead: usize,
@@ -181,8 +181,8 @@ impl Client {
         hook: Option<Hook>,
         runtime: &tokio::runtime::Handle,
     ) -> Client {
-        let envelope = Envelope::new(&config.agent, &config.app, &config.environment);
-        let overhead = envelope.overhead();
+        let header = BatchHeader::new(&config.agent, &config.app, &config.environment);
+        let overhead = header.overhead();
         let shape = Shape::new(
             config.max_batch_items,
             config.max_batch_bytes,
@@ -191,7 +191,7 @@ impl Client {
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Buffer::new(config.max_buffer_bytes)),
             config,
-            envelope,
+            header,
             shape,
             overhead,
             wake: Notify::new(),

@@ -278,7 +278,7 @@ async fn form_batch(shared: &Shared) -> Option<Pending> {
         return None;
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let json = shared.envelope.assemble(&id, &items);
+    let json = shared.header.assemble(&id, &items);
     let count = items.len();
     drop(items);
     let body = if !shared.config.gzip {
