@@ -58,6 +58,9 @@ const MAX_REASON_LEN: usize = 1024;
 const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
 /// How often the supervisor double-checks the connection status.
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(500);
+/// How long an ack or nack may take before the delivery is left to
+/// redelivery (see `bounded`).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What [`Incoming::retry`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -704,13 +707,14 @@ impl Incoming {
     /// counts against the quorum queue's `delivery_limit`: a message
     /// requeued that often is dead-lettered by the broker.
     pub async fn requeue(self) -> Result<(), QueueError> {
-        match self
-            .acker
-            .nack(BasicNackOptions {
+        match bounded(
+            "requeue",
+            self.acker.nack(BasicNackOptions {
                 multiple: false,
                 requeue: true,
-            })
-            .await
+            }),
+        )
+        .await
         {
             Ok(true) => {
                 self.shared.metrics.consumer_requeues_total.inc();
@@ -745,12 +749,14 @@ impl Incoming {
 
     async fn requeue_after_failure(&self) -> bool {
         let ok = matches!(
-            self.acker
-                .nack(BasicNackOptions {
+            bounded(
+                "requeue",
+                self.acker.nack(BasicNackOptions {
                     multiple: false,
                     requeue: true,
-                })
-                .await,
+                }),
+            )
+            .await,
             Ok(true)
         );
         if ok {
@@ -761,10 +767,28 @@ impl Incoming {
 }
 
 async fn settle_ack(acker: &Acker) -> Result<(), QueueError> {
-    match acker.ack(BasicAckOptions { multiple: false }).await {
+    match bounded("ack", acker.ack(BasicAckOptions { multiple: false })).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(QueueError::NotSettled { op: "ack" }),
         Err(e) => Err(QueueError::amqp("basic.ack", e)),
+    }
+}
+
+/// An ack or nack, bounded by [`SETTLE_TIMEOUT`]. Settling only writes a
+/// frame, but one issued while its connection is dying may never be
+/// answered; a pipeline waiting on it would hold every delivery of its new
+/// connection. Past the bound the delivery counts as not settled (`false`):
+/// the broker redelivers it once the old channel is gone.
+async fn bounded(
+    op: &'static str,
+    settle: impl std::future::Future<Output = lapin::Result<bool>>,
+) -> lapin::Result<bool> {
+    match tokio::time::timeout(SETTLE_TIMEOUT, settle).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(op, timeout = ?SETTLE_TIMEOUT, "settling a delivery got no answer; leaving it to redelivery");
+            Ok(false)
+        }
     }
 }
 
