@@ -93,6 +93,23 @@ pub async fn start_single_api(
     }
 }
 
+/// `n_agents` agents and one more, account `victim`, whose key a
+/// scenario revokes: their specs (the victim last), the victim's key and
+/// its key id.
+pub async fn agents_and_victim(stack: &Stack, n_agents: usize) -> (Vec<AgentSpec>, String, String) {
+    let mut specs = agent_specs(stack, "agent", n_agents).await;
+    let victim_key = stack
+        .accounts_with_keys(&["victim".to_owned()], Some(AGENT_RATE))
+        .await
+        .remove(0);
+    specs.push(AgentSpec {
+        account: "victim".into(),
+        key: victim_key.clone(),
+    });
+    let victim_key_id = stack.key_id("victim").await;
+    (specs, victim_key, victim_key_id)
+}
+
 /// A sync, a worker and two API instances, all ready, behind a
 /// health-checked load balancer, and a fleet of agents pushing through it.
 pub struct TwoApis {

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Reconcile, TwoApis, agent_specs, probe, probe_until, reconcile, start_two_apis};
-use crate::agents::{AgentSpec, FleetOptions};
+use super::{Reconcile, TwoApis, agents_and_victim, probe, probe_until, reconcile, start_two_apis};
+use crate::agents::FleetOptions;
 use crate::report::{Figure, secs};
 use crate::scale;
 use crate::stack::{Services, Stack};
@@ -24,16 +24,7 @@ async fn s7_revocation_under_load() {
     let after = scale::secs(10.0, 4.0);
     let stack = Stack::new(Services::default(), &[]).await;
     stack.migrate().await;
-    let mut specs = agent_specs(&stack, "agent", n_agents).await;
-    let victim_key = stack
-        .accounts_with_keys(&["victim".to_owned()], Some(super::AGENT_RATE))
-        .await
-        .remove(0);
-    specs.push(AgentSpec {
-        account: "victim".into(),
-        key: victim_key.clone(),
-    });
-    let victim_key_id = stack.key_id("victim").await;
+    let (specs, victim_key, victim_key_id) = agents_and_victim(&stack, n_agents).await;
     let opts = FleetOptions::new("");
     fig.load = format!(
         "{n_agents} agents + 1 whose key is revoked, × {:.0} tx/s each, through a load balancer over 2 instances",
