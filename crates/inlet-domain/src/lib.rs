@@ -19,6 +19,8 @@
 //! - [`envelope`]: the queue [`Envelope`] and its binary encoding.
 //! - [`time`]: [`Minute`] buckets and the [`DurationHistogram`] layout.
 //! - [`redact`]: credentials in URLs replaced, for logs and output.
+//! - [`backoff`]: the one exponential [`backoff::Backoff`] schedule with
+//!   [`backoff::Jitter`], used by every retry loop.
 //!
 //! # Using it from another service
 //!
@@ -39,6 +41,7 @@
 //! let _digest = parsed.digest();
 //! ```
 
+pub mod backoff;
 pub mod batch;
 pub mod encoding;
 pub mod envelope;
