@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt as _;
+use inlet_domain::backoff::{Backoff, Jitter};
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{
     Error as MongoError, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
@@ -87,6 +88,10 @@ const MAX_CUT_OFF: usize = 64;
 /// How long a batch write keeps retrying transient transaction conflicts
 /// before the batch is split (and its messages retried on their own).
 const CONFLICT_RETRY_BUDGET: Duration = Duration::from_secs(10);
+/// The first conflict retry waits up to this long (full jitter)…
+const CONFLICT_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
+/// …doubling to at most this.
+const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// Whether an error means "the server is not there", not "this write is bad".
 pub fn is_unavailable(e: &MongoError) -> bool {
@@ -208,7 +213,8 @@ impl AggregateStore {
                 retries: 0,
             });
         }
-        let mut retries = 0;
+        let mut conflicts =
+            Backoff::new(CONFLICT_BACKOFF_INITIAL, CONFLICT_BACKOFF_MAX).with_jitter(Jitter::Full);
         let started = std::time::Instant::now();
         self.end_cut_off().await;
         let mut session = self
@@ -221,7 +227,7 @@ impl AggregateStore {
                 Ok(()) => {
                     return Ok(WriteReport {
                         buckets: models.len(),
-                        retries,
+                        retries: conflicts.failures(),
                     });
                 }
                 // A server that is gone is not a conflict to retry here:
@@ -239,10 +245,7 @@ impl AggregateStore {
                     if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
                         && started.elapsed() < CONFLICT_RETRY_BUDGET =>
                 {
-                    retries += 1;
-                    let cap = (5u64 << retries.min(6)).min(250);
-                    let jitter = rand::random_range(1..=cap);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    tokio::time::sleep(conflicts.next_delay()).await;
                 }
                 Err(e) if is_duplicate(&e) => return Err(WriteError::AlreadyApplied),
                 Err(e) => return Err(classify(&e)),

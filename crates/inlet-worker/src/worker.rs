@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inlet_auth::{KeyStore, Lookup, MongoStore, StoreError};
+use inlet_domain::backoff::{Backoff, Jitter};
 use inlet_domain::{AccountId, AuthMode, Batch, BatchLimits, Envelope, Verdict, now_ms};
 use inlet_queue::{Consumer, Incoming, QueueMetrics, QueueSettings, RetryOutcome};
 use tokio::sync::watch;
@@ -119,7 +120,11 @@ impl Processor {
         self.metrics.batch_messages.observe(batch.len() as f64);
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut pending = batch;
-        let mut backoff = Duration::from_millis(self.settings.mongo_retry_initial_ms.max(10));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.settings.mongo_retry_initial_ms.max(10)),
+            Duration::from_millis(self.settings.mongo_retry_max_ms.max(10)),
+        )
+        .with_jitter(Jitter::Equal);
         let mut rounds = 0;
         loop {
             rounds += 1;
@@ -512,15 +517,12 @@ impl Processor {
 
     /// Pings MongoDB with backoff until it answers (true) or `cancel`
     /// fires (false).
-    async fn wait_for_mongo(&self, backoff: &mut Duration, cancel: &CancellationToken) -> bool {
-        let max = Duration::from_millis(self.settings.mongo_retry_max_ms.max(10));
+    async fn wait_for_mongo(&self, backoff: &mut Backoff, cancel: &CancellationToken) -> bool {
         loop {
-            let pause = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
             tokio::select! {
                 _ = cancel.cancelled() => return false,
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            *backoff = (*backoff * 2).min(max);
             if self.store.ping().await.is_ok() {
                 self.set_mongo(true, "");
                 return true;
