@@ -8,8 +8,10 @@ usage: resilience_report.py REPORT.jsonl OUT.md STARTED_UTC EXIT_STATUS
 import json
 import os
 import platform
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from provenance import commit  # noqa: E402
 
 
 def machine() -> str:
@@ -32,15 +34,6 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}"
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def num(v) -> str:
     return "–" if v is None else str(v)
 
@@ -61,6 +54,13 @@ def main() -> int:
         by_id[f["id"]] = f
     figures = sorted(by_id.values(), key=lambda f: (len(f["id"].rstrip("abcdefgh")), f["id"]))
     scales = sorted({f["scale"] for f in figures})
+    # The runs the figures come from (a partial re-run replaces some
+    # scenarios' figures): start time and commit, as each figure recorded.
+    runs = {}
+    for f in figures:
+        key = (f.get("run_started") or "an unknown time", f.get("commit") or "unknown")
+        runs.setdefault(key, []).append(f["id"])
+    this_run = (started, os.environ.get("INLET_RESILIENCE_COMMIT") or commit(["docs/resilience.md"]))
 
     lines = [
         "# Resilience suite: measured figures",
@@ -73,7 +73,9 @@ def main() -> int:
         "balancer, injects its faults, and reconciles what the agents were told",
         "was accepted with what the API counted and what the worker stored.",
         "",
-        f"- run started {started}, commit `{commit()}`, suite exit status {status}",
+        f"- this run started {this_run[0]} at commit `{this_run[1]}`, suite exit status {status}",
+        *[f"- figures of {', '.join(ids)}: run started {when} at commit `{sha}`"
+          for (when, sha), ids in sorted(runs.items())],
         f"- scale `INLET_RESILIENCE_SCALE={', '.join(str(s) for s in scales) or '?'}`"
         " (1.0 is the issue's full size; `scripts/test` runs 0.1)",
         f"- machine: {machine()}",
@@ -108,6 +110,8 @@ def main() -> int:
     for f in figures:
         lines.append(f"### {f['id']}. {f['title']}")
         lines.append("")
+        lines.append(f"- measured in the run started {f.get('run_started') or 'an unknown time'} "
+                     f"at commit `{f.get('commit') or 'unknown'}`")
         lines.append(f"- elapsed {f['elapsed_s']} s; recorded {f['recorded']}, accepted {f['accepted']}, "
                      f"API counted {num(f.get('api_items'))}, stored {f['stored']}, dropped {f['dropped']}")
         if f.get("recovery"):

@@ -44,15 +44,28 @@ async fn redis_flushed_with_fallback_keeps_accepting_and_ready() {
         .push_json(Some(fresh.expose_secret()), &batch_json(None))
         .await;
     assert_eq!(resp.status(), 202);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The readiness check notices the flush (its detail says so), and
+    // readiness stays 200 on every probe until it does and after.
+    let probes = std::sync::Mutex::new(Vec::new());
+    wait_until(
+        Duration::from_secs(10),
+        "readiness to see the flush",
+        || async {
+            let (status, body) = ready_body(&app).await;
+            let seen = body["components"]["auth"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("not populated"));
+            probes.lock().unwrap().push((status, body));
+            seen
+        },
+    )
+    .await;
     let (status, body) = ready_body(&app).await;
     assert_eq!(status, 200, "{body}");
+    let probes = probes.into_inner().unwrap();
     assert!(
-        body["components"]["auth"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not populated"),
-        "{body}"
+        probes.iter().all(|(s, _)| *s == 200),
+        "not ready at some point after the flush: {probes:?}"
     );
     app.cleanup().await;
 }

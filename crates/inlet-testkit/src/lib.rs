@@ -23,11 +23,14 @@
 //! - [`balancer`]: [`LoadBalancer`], a health-checking TCP load balancer
 //!   (or a plain recording proxy) that records every HTTP response it
 //!   forwards: status, `code`, `Retry-After` on 5xx.
+//! - [`inlet_env`]: [`InletEnv`], the environment every `inlet` child
+//!   process of a test gets (configuration, this test's services, logs).
 //! - [`free_port`] and [`unique_id`].
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod balancer;
+pub mod inlet_env;
 pub mod procs;
 pub mod proxy;
 pub mod rabbit;
@@ -35,6 +38,7 @@ pub mod services;
 pub mod wait;
 
 pub use balancer::{BalancerOptions, LoadBalancer, ResponseStats};
+pub use inlet_env::InletEnv;
 pub use procs::{RedisServer, SecantusServer, SecantusStorage};
 pub use proxy::FaultProxy;
 pub use rabbit::RabbitNode;

@@ -517,8 +517,19 @@ async fn mongodb_stopped_while_messages_arrive_loses_nothing() {
     );
     assert_eq!(metrics.messages.with_label_values(&["retried"]).get(), 0);
     assert!(h.drain_dead_letters().await.is_empty());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(h.tx_total().await, 310, "processed once");
+    // Processed once: a marker published now is delivered after anything
+    // still queued (a redelivery of an earlier batch included); once the
+    // marker is stored, nothing of the 310 may have been stored again.
+    h.publish_json(&tx_batch("marker", "Marker", 1, 1.0, start))
+        .await;
+    wait_until(Duration::from_secs(30), "the marker stored", || async {
+        h.tx_docs()
+            .await
+            .iter()
+            .any(|d| d.get_str("action") == Ok("Marker"))
+    })
+    .await;
+    assert_eq!(h.tx_total().await, 311, "processed once (310 + the marker)");
     cancel.cancel();
     running.await.unwrap();
     h.cleanup().await;
@@ -528,25 +539,48 @@ async fn mongodb_stopped_while_messages_arrive_loses_nothing() {
 async fn retention_is_applied_from_settings() {
     let h = Harness::new().await;
     let mut settings = h.settings.clone();
+    // Every setting differs from its default and from the others, so a
+    // TTL applied to the wrong collection shows.
     settings.retention_transactions_days = 7;
+    settings.retention_metrics_days = 11;
+    settings.retention_errors_days = 13;
     settings.retention_applied_hours = 50;
     inlet_worker::retention::apply_retention(&h.db, &settings)
         .await
         .unwrap();
-    let mut cursor =
-        h.db.collection::<mongodb::bson::Document>("tx_minutes")
-            .list_indexes()
-            .await
-            .unwrap();
-    let mut ttl = None;
-    while cursor.advance().await.unwrap() {
-        let idx = cursor.deserialize_current().unwrap();
-        if idx.options.as_ref().and_then(|o| o.name.clone()).as_deref() == Some("retention") {
-            ttl = idx.options.and_then(|o| o.expire_after);
+    let ttl_of = |collection: &'static str| {
+        let db = h.db.clone();
+        async move {
+            let mut cursor = db
+                .collection::<mongodb::bson::Document>(collection)
+                .list_indexes()
+                .await
+                .unwrap();
+            let mut ttl = None;
+            while cursor.advance().await.unwrap() {
+                let idx = cursor.deserialize_current().unwrap();
+                if idx.options.as_ref().and_then(|o| o.name.clone()).as_deref() == Some("retention")
+                {
+                    ttl = idx.options.and_then(|o| o.expire_after);
+                }
+            }
+            ttl
         }
+    };
+    let day = 86_400;
+    for (collection, seconds) in [
+        ("tx_minutes", 7 * day),
+        ("metric_minutes", 11 * day),
+        ("error_minutes", 13 * day),
+        ("error_groups", 13 * day),
+        ("applied", 50 * 3_600),
+    ] {
+        assert_eq!(
+            ttl_of(collection).await,
+            Some(Duration::from_secs(seconds)),
+            "{collection}"
+        );
     }
-    assert_eq!(ttl, Some(Duration::from_secs(7 * 86_400)));
-    let _ = doc! {};
     h.cleanup().await;
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use inlet_client::Client;
 use inlet_domain::{WireBatch, WireTransaction, now_ms};
 use inlet_queue::{Consumer, QueueMetrics, QueueSettings};
-use inlet_testkit::{TestAmqp, TestMongo, TestRedis, free_port, wait_until};
+use inlet_testkit::{InletEnv, TestAmqp, TestMongo, TestRedis, free_port, wait_until};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -83,29 +83,18 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_inlet"));
-        c.args(args)
-            .env(
-                "INLET_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
-            )
-            .env("INLET_ENV", "local")
-            .env("INLET__MONGO__URL", &self.mongo.url)
-            .env("INLET__MONGO__DATABASE", &self.mongo.db_name)
-            .env("INLET__REDIS__URL", &self.redis.url)
-            .env("INLET__REDIS__PREFIX", &self.redis.prefix)
-            .env("INLET__QUEUE__URL", &self.amqp.url)
-            .env("INLET__QUEUE__PREFIX", &self.amqp.prefix)
-            .env("INLET__QUEUE__CONNECTION_NAME", &self.amqp.prefix)
-            .env("INLET__API__LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("INLET__API__SHUTDOWN_DELAY_MS", "300")
-            // Decisions live 1 s in the cache, so the Redis flush below
-            // reaches the stores instead of being hidden by the cache.
-            .env("INLET__AUTH__POSITIVE_TTL_S", "1")
-            .env("INLET__LOG__FILTER", "warn")
-            .env_remove("RUST_LOG")
-            .env_remove("INLET_KEY");
-        c
+        InletEnv::new(
+            &self.mongo.url,
+            &self.mongo.db_name,
+            &self.redis,
+            &self.amqp,
+        )
+        .set("INLET__API__LISTEN", format!("127.0.0.1:{}", self.port))
+        .set("INLET__API__SHUTDOWN_DELAY_MS", "300")
+        // Decisions live 1 s in the cache, so the Redis flush below
+        // reaches the stores instead of being hidden by the cache.
+        .set("INLET__AUTH__POSITIVE_TTL_S", "1")
+        .command(env!("CARGO_BIN_EXE_inlet"), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -186,17 +175,10 @@ impl Env {
     async fn cleanup(self) {
         self.redis.cleanup().await;
         self.mongo.cleanup().await;
-        let settings = self.queue_settings();
-        let names = inlet_queue::Names::from_settings(&settings);
-        let strip = |n: &str| {
-            n.trim_start_matches(&format!("{}.", self.amqp.prefix))
-                .to_owned()
-        };
-        let queues: Vec<String> = names.all_queues().into_iter().map(strip).collect();
-        let exchanges: Vec<String> = names.all_exchanges().into_iter().map(strip).collect();
-        let q: Vec<&str> = queues.iter().map(String::as_str).collect();
-        let e: Vec<&str> = exchanges.iter().map(String::as_str).collect();
-        self.amqp.cleanup(&q, &e).await;
+        let names = inlet_queue::Names::from_settings(&self.queue_settings());
+        self.amqp
+            .delete_named(&names.all_queues(), &names.all_exchanges())
+            .await;
     }
 }
 

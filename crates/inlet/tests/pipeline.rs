@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use inlet_api::ApiSettings;
 use inlet_domain::BatchLimits;
-use inlet_testkit::{TestAmqp, TestMongo, TestRedis, free_port, wait_for, wait_until};
+use inlet_testkit::{InletEnv, TestAmqp, TestMongo, TestRedis, free_port, wait_for, wait_until};
 use metrics::Scrape;
 use mongodb::bson::{Document, doc};
 
@@ -48,29 +48,19 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_inlet"));
-        c.args(args)
-            .env(
-                "INLET_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
-            )
-            .env("INLET_ENV", "local")
-            .env("INLET__MONGO__URL", &self.mongo.url)
-            .env("INLET__MONGO__DATABASE", &self.mongo.db_name)
-            .env("INLET__REDIS__URL", &self.redis.url)
-            .env("INLET__REDIS__PREFIX", &self.redis.prefix)
-            .env("INLET__QUEUE__URL", &self.amqp.url)
-            .env("INLET__QUEUE__PREFIX", &self.amqp.prefix)
-            .env("INLET__QUEUE__CONNECTION_NAME", &self.amqp.prefix)
-            .env("INLET__API__LISTEN", format!("127.0.0.1:{}", self.api_port))
-            .env("INLET__API__SHUTDOWN_DELAY_MS", "100")
-            .env(
-                "INLET__ADMIN__WORKER_LISTEN",
-                format!("127.0.0.1:{}", self.admin_port),
-            )
-            .env("INLET__LOG__FILTER", "warn")
-            .env_remove("RUST_LOG");
-        c
+        InletEnv::new(
+            &self.mongo.url,
+            &self.mongo.db_name,
+            &self.redis,
+            &self.amqp,
+        )
+        .set("INLET__API__LISTEN", format!("127.0.0.1:{}", self.api_port))
+        .set("INLET__API__SHUTDOWN_DELAY_MS", "100")
+        .set(
+            "INLET__ADMIN__WORKER_LISTEN",
+            format!("127.0.0.1:{}", self.admin_port),
+        )
+        .command(env!("CARGO_BIN_EXE_inlet"), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -138,15 +128,9 @@ impl Env {
         self.mongo.cleanup().await;
         self.redis.cleanup().await;
         let names = self.names();
-        let strip = |n: &str| {
-            n.trim_start_matches(&format!("{}.", self.amqp.prefix))
-                .to_owned()
-        };
-        let queues: Vec<String> = names.all_queues().iter().map(|q| strip(q)).collect();
-        let exchanges: Vec<String> = names.all_exchanges().iter().map(|e| strip(e)).collect();
-        let q: Vec<&str> = queues.iter().map(String::as_str).collect();
-        let e: Vec<&str> = exchanges.iter().map(String::as_str).collect();
-        self.amqp.cleanup(&q, &e).await;
+        self.amqp
+            .delete_named(&names.all_queues(), &names.all_exchanges())
+            .await;
     }
 }
 
@@ -233,7 +217,41 @@ async fn pushed_data_reaches_stats_through_api_queue_and_worker() {
         "--since",
         "10m",
     ]);
-    assert!(table.contains("COUNT") && table.contains("100"), "{table}");
+    // The table says what the JSON says: one line per minute row, whose
+    // COUNT column (the second) adds up to the 100 pushed and whose MAX ms
+    // column (the seventh) peaks at 99.
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "MINUTE (UTC)",
+            "COUNT",
+            "ERRORS",
+            "MEAN ms",
+            "P50 ms",
+            "P95 ms",
+            "MAX ms",
+            "ERR SMP"
+        ],
+        "{table}"
+    );
+    let cells: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(cells.len(), rows.len(), "one line per row: {table}");
+    assert!(cells.iter().all(|c| c.len() == header.len()), "{table}");
+    let count: u64 = cells.iter().map(|c| c[1].parse::<u64>().unwrap()).sum();
+    assert_eq!(count, 100, "{table}");
+    let max = cells
+        .iter()
+        .map(|c| c[6].parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(max, 99.0, "{table}");
 
     // Every metric the live processes expose is documented.
     let documented = documented_metrics();

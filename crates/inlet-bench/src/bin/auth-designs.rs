@@ -4,7 +4,10 @@
 //! - v2: every decision queries Redis (the design that caused the incident);
 //! - inlet: the cached, layered, coalescing authenticator.
 //!
-//! Prints one JSON line per design.
+//! Prints one JSON line per design. Only a lookup that found the key (or
+//! a decision that accepted it) counts as a decision; every other answer
+//! is counted in `failures`, and a run with any failure exits non-zero
+//! after printing its lines, so a failing store cannot score.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -92,13 +95,15 @@ async fn main() -> anyhow::Result<()> {
         .verifier(KeyVerifier::new(vec![secret])?)
         .build()?;
 
+    let mut total_failures = 0;
     for (name, design) in [
         ("v1_mongo_per_decision", Design::V1),
         ("v2_redis_per_decision", Design::V2),
         ("inlet_cached_layered", Design::Inlet),
     ] {
-        // Warm-up (connections, cache) for one second.
-        run(
+        // Warm-up (connections, cache) for one second; its failures count
+        // as much as the measured run's.
+        let warmup = run(
             design,
             &keys,
             &mongo,
@@ -108,7 +113,12 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(1),
         )
         .await;
-        let (decisions, mut samples, secs) = run(
+        let Tally {
+            decisions,
+            failures,
+            mut samples,
+            secs,
+        } = run(
             design,
             &keys,
             &mongo,
@@ -123,13 +133,31 @@ async fn main() -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "bench": "auth-designs", "design": name, "tasks": args.tasks, "keys": args.keys,
-                "decisions": decisions, "seconds": secs, "decisions_per_s": decisions as f64 / secs,
+                "decisions": decisions, "failures": failures, "warmup_failures": warmup.failures,
+                "seconds": secs, "decisions_per_s": decisions as f64 / secs,
                 "p50_us": p.p50.as_secs_f64() * 1e6, "p99_us": p.p99.as_secs_f64() * 1e6,
             })
         );
+        total_failures += failures + warmup.failures;
     }
     let _ = mongo.database().drop().await;
+    anyhow::ensure!(
+        total_failures == 0,
+        "{total_failures} lookups or decisions did not find or accept a key that exists"
+    );
     Ok(())
+}
+
+/// What one run of a design measured.
+struct Tally {
+    /// Lookups that found the key (decisions that accepted it).
+    decisions: u64,
+    /// Every other answer: an error, a miss, a rejection.
+    failures: u64,
+    /// Latency samples of the decisions.
+    samples: Vec<Duration>,
+    /// The run's wall time.
+    secs: f64,
 }
 
 async fn run(
@@ -140,7 +168,7 @@ async fn run(
     auth: &Authenticator,
     tasks: usize,
     duration: Duration,
-) -> (u64, Vec<Duration>, f64) {
+) -> Tally {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -155,6 +183,7 @@ async fn run(
         handles.push(tokio::spawn(async move {
             let mut samples = Vec::with_capacity(100_000);
             let mut n = 0u64;
+            let mut failed = 0u64;
             let mut i = t;
             while !stop.load(Ordering::Relaxed) {
                 let key = &keys[i % keys.len()];
@@ -169,26 +198,38 @@ async fn run(
                     ),
                 };
                 let took = began.elapsed();
-                debug_assert!(ok);
-                let _ = ok;
+                if !ok {
+                    failed += 1;
+                    continue;
+                }
                 n += 1;
                 // Keep memory bounded: every sample up to 100k, then 1 in 16.
                 if samples.len() < 100_000 || n.is_multiple_of(16) {
                     samples.push(took);
                 }
             }
-            (n, samples)
+            (n, failed, samples)
         }));
     }
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    let mut all = Vec::new();
+    let mut tally = Tally {
+        decisions: 0,
+        failures: 0,
+        samples: Vec::new(),
+        secs: 0.0,
+    };
     for h in handles {
-        if let Ok((n, s)) = h.await {
-            total += n;
-            all.extend(s);
+        match h.await {
+            Ok((n, failed, s)) => {
+                tally.decisions += n;
+                tally.failures += failed;
+                tally.samples.extend(s);
+            }
+            // A task that panicked decided nothing more: a failure.
+            Err(_) => tally.failures += 1,
         }
     }
-    (total, all, started.elapsed().as_secs_f64())
+    tally.secs = started.elapsed().as_secs_f64();
+    tally
 }

@@ -1,9 +1,13 @@
 //! The worker (decode, validate, fold, transaction with dedup markers,
 //! ack) against a bare bulk-upsert loop writing the same bucket documents
-//! into the same MongoDB, without queue, transaction or dedup.
+//! into the same MongoDB, without queue, transaction or dedup. Both run at
+//! the same concurrency: `--concurrency` worker pipelines against as many
+//! bare loops.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -132,7 +136,9 @@ async fn main() -> anyhow::Result<()> {
         let _ = r.await;
     }
 
-    // --- the bare loop: same documents, batch by batch ----------------
+    // --- the bare loop: same documents, batch by batch, as many loops --
+    // as the worker ran pipelines, each taking the next batch of messages
+    // as a pipeline takes the next deliveries.
     let bare = AggregateStore::new(bare_db.clone(), false);
     let decoded: Vec<Batch> = bodies
         .iter()
@@ -144,14 +150,37 @@ async fn main() -> anyhow::Result<()> {
             )
         })
         .collect::<Result<_, _>>()?;
+    let chunks: Arc<Vec<Vec<Batch>>> = Arc::new(
+        decoded
+            .chunks(settings.batch_max_messages)
+            .map(<[Batch]>::to_vec)
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    for chunk in decoded.chunks(settings.batch_max_messages) {
-        let mut agg = Aggregates::default();
-        for b in chunk {
-            agg.add(&account, b);
-        }
-        let models = bare.models(&agg);
-        client.bulk_write(models).ordered(false).await?;
+    let mut loops = Vec::new();
+    for _ in 0..args.concurrency {
+        let (chunks, next, bare, client, account) = (
+            chunks.clone(),
+            next.clone(),
+            bare.clone(),
+            client.clone(),
+            account.clone(),
+        );
+        loops.push(tokio::spawn(async move {
+            while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let mut agg = Aggregates::default();
+                for b in chunk {
+                    agg.add(&account, b);
+                }
+                let models = bare.models(&agg);
+                client.bulk_write(models).ordered(false).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for l in loops {
+        l.await??;
     }
     let bare_secs = started.elapsed().as_secs_f64();
 

@@ -310,9 +310,17 @@ impl Fleet {
             .all(|a| a.events().accepted.iter().any(|(at, _)| *at >= t))
     }
 
-    /// Waits until every agent has had a batch accepted after `t`.
-    pub async fn wait_all_accepted_after(&self, t: Instant, timeout: Duration, what: &str) {
-        inlet_testkit::wait_until(timeout, what, || async { self.all_accepted_after(t) }).await;
+    /// Waits (at most `timeout`) until every agent has had a batch
+    /// accepted after `t`; whether they all had.
+    pub async fn all_accepted_within(&self, t: Instant, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.all_accepted_after(t) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        true
     }
 }
 

@@ -58,6 +58,12 @@ pub struct Figure {
     pub extra: Map<String, Value>,
     /// Every check: name, whether it held, and the numbers behind it.
     pub checks: Vec<Check>,
+    /// The commit measured (`INLET_RESILIENCE_COMMIT`, set by
+    /// `scripts/resilience`: the sha, `-dirty` when the tree differed).
+    pub commit: Option<String>,
+    /// When the run this figure belongs to started
+    /// (`INLET_RESILIENCE_STARTED`, UTC).
+    pub run_started: Option<String>,
     #[serde(skip)]
     started: Instant,
 }
@@ -97,6 +103,8 @@ impl Figure {
             elapsed_s: 0.0,
             extra: Map::new(),
             checks: Vec::new(),
+            commit: run_env("INLET_RESILIENCE_COMMIT"),
+            run_started: run_env("INLET_RESILIENCE_STARTED"),
             started: Instant::now(),
         }
     }
@@ -154,6 +162,11 @@ impl Figure {
             failed.join("\n  ")
         );
     }
+}
+
+/// A non-empty environment variable describing the run.
+fn run_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Rounds seconds to milliseconds for reports.

@@ -3,8 +3,9 @@
 //! A [`Stack`] is one scenario's corner of Redis, RabbitMQ and MongoDB
 //! (shared servers isolated by prefix and database name, or private
 //! servers a scenario may stop), the environment every `inlet` process of
-//! the scenario gets (exactly as `tests/pipeline.rs` configures them), the
-//! CLI for provisioning, child processes killed on drop, readiness
+//! the scenario gets (`inlet_testkit::InletEnv`, shared with the other
+//! integration tests, plus the resilience settings), the CLI for
+//! provisioning, child processes killed on drop, readiness
 //! polling, and the queries that reconcile what was stored.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use inlet_testkit::{SecantusServer, SecantusStorage, TestAmqp, TestMongo, TestRedis, free_port};
+use inlet_testkit::{
+    InletEnv, SecantusServer, SecantusStorage, TestAmqp, TestMongo, TestRedis, free_port,
+};
 use mongodb::bson::{Bson, Document, doc};
 
 use crate::metrics::{Scrape, scrape};
@@ -44,8 +47,8 @@ pub struct Stack {
     _own_mongo: Option<SecantusServer>,
     pub redis: TestRedis,
     pub amqp: TestAmqp,
-    mongo_for_procs: String,
-    env: Vec<(String, String)>,
+    /// The environment of every `inlet` process of the scenario.
+    env: InletEnv,
     logs: tempfile::TempDir,
     seq: AtomicUsize,
     pub http: reqwest::Client,
@@ -97,6 +100,22 @@ impl Stack {
             .mongo_for_procs
             .clone()
             .unwrap_or_else(|| mongo.url.clone());
+        // The environment of every `inlet` process of the scenario: the
+        // one all integration tests share, plus the resilience settings,
+        // plus the scenario's own.
+        let mut inlet_env = InletEnv::new(&mongo_for_procs, &mongo.db_name, &redis, &amqp)
+            .set("INLET__API__SHUTDOWN_DELAY_MS", "300")
+            // Short server hints so recovery is measured in seconds, not
+            // in the default 2–5 s per retry.
+            .set("INLET__API__RETRY_AFTER_S", "1")
+            .set("INLET__API__RETRY_AFTER_JITTER_S", "1")
+            .set("INLET__LOG__FILTER", "info")
+            .set("INLET__LOG__FORMAT", "pretty")
+            .set("NO_COLOR", "1");
+        for (k, v) in env {
+            inlet_env = inlet_env.set(k, *v);
+        }
+        let env = inlet_env;
         let logs = tempfile::Builder::new()
             .prefix("inlet-resilience.")
             .tempdir()
@@ -106,11 +125,7 @@ impl Stack {
             _own_mongo: own_mongo,
             redis,
             amqp,
-            mongo_for_procs,
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            env,
             logs,
             seq: AtomicUsize::new(0),
             http: reqwest::Client::builder()
@@ -123,10 +138,7 @@ impl Stack {
     /// A configuration change of the deployment: every `inlet` process
     /// started from now on gets `key=value` (`None`: no longer set).
     pub fn set_env(&mut self, key: &str, value: Option<&str>) {
-        self.env.retain(|(k, _)| k != key);
-        if let Some(v) = value {
-            self.env.push((key.to_owned(), v.to_owned()));
-        }
+        self.env.set_in_place(key, value.map(str::to_owned));
     }
 
     /// The queue names of this stack.
@@ -139,35 +151,9 @@ impl Stack {
 
     /// An `inlet` command with this stack's environment.
     pub fn command(&self, args: &[&str], extra: &[(&str, String)]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_inlet"));
-        c.args(args)
-            .env(
-                "INLET_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
-            )
-            .env("INLET_ENV", "local")
-            .env("INLET__MONGO__URL", &self.mongo_for_procs)
-            .env("INLET__MONGO__DATABASE", &self.mongo.db_name)
-            .env("INLET__REDIS__URL", &self.redis.url)
-            .env("INLET__REDIS__PREFIX", &self.redis.prefix)
-            .env("INLET__QUEUE__URL", &self.amqp.url)
-            .env("INLET__QUEUE__PREFIX", &self.amqp.prefix)
-            .env("INLET__QUEUE__CONNECTION_NAME", &self.amqp.prefix)
-            .env("INLET__API__SHUTDOWN_DELAY_MS", "300")
-            // Short server hints so recovery is measured in seconds, not
-            // in the default 2–5 s per retry.
-            .env("INLET__API__RETRY_AFTER_S", "1")
-            .env("INLET__API__RETRY_AFTER_JITTER_S", "1")
-            .env("INLET__LOG__FILTER", "info")
-            .env("INLET__LOG__FORMAT", "pretty")
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env_remove("INLET_KEY")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
+        let mut c =
+            tokio::process::Command::from(self.env.command(env!("CARGO_BIN_EXE_inlet"), args));
+        c.stdin(Stdio::null()).kill_on_drop(true);
         for (k, v) in extra {
             c.env(k, v);
         }
@@ -313,6 +299,22 @@ impl Stack {
             .await
             .ok()
             .map(|r| r.status().as_u16())
+    }
+
+    /// Waits (at most `timeout`) until `p` answers `/health/ready` with
+    /// 200: when it did, or `None` (for a scenario whose check is that it
+    /// does; [`Self::wait_ready`] for a precondition).
+    pub async fn ready_within(&self, p: &mut Proc, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.ready_status(p).await == Some(200) {
+                return Some(Instant::now());
+            }
+            if p.exited().is_some() || Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Waits until `p` answers `/health/ready` with 200; panics (with its

@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use inlet_client::DropReason;
+
 use super::{Reconcile, TwoApis, agents_and_victim, probe, probe_until, reconcile, start_two_apis};
 use crate::agents::FleetOptions;
 use crate::report::{Figure, secs};
@@ -151,12 +153,33 @@ async fn s7_revocation_under_load() {
         format!("{late_accepts} accepted batches later than 1 s after both instances refused"),
     );
     let victim_recorded = fleet.agents[victim].recorded();
+    // Kept: up to its own shutdown the victim discarded nothing for any
+    // reason (its counters by reason, and the drops its hook saw before
+    // then), it still held what it recorded after the refusals began, and
+    // its books balance: recorded = accepted + held.
+    let stats = &victim_report.stats;
+    let dropped_before_shutdown: Vec<(DropReason, u64)> = DropReason::ALL
+        .into_iter()
+        .filter(|r| *r != DropReason::Shutdown)
+        .map(|r| (r, stats.dropped_items.get(r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let held = victim_report.left_items;
+    fig.note(
+        "victim_dropped_before_shutdown",
+        format!("{dropped_before_shutdown:?}"),
+    );
     fig.check(
         "the revoked agent was refused and kept its data (nothing dropped)",
-        victim_refused > 0 && victim_report.left_items == victim_recorded - victim_accepted,
+        victim_refused > 0
+            && dropped_before_shutdown.is_empty()
+            && ve.dropped == stats.dropped_items.get(DropReason::Shutdown)
+            && held > 0
+            && victim_accepted + held == victim_recorded,
         format!(
-            "{victim_refused} revoked_key answers; recorded {victim_recorded}, accepted {victim_accepted}, kept {}",
-            victim_report.left_items
+            "{victim_refused} revoked_key answers; recorded {victim_recorded}, accepted {victim_accepted}, held at shutdown {held}; dropped before its shutdown {dropped_before_shutdown:?}, drops its hook saw {} (shutdown: {})",
+            ve.dropped,
+            stats.dropped_items.get(DropReason::Shutdown)
         ),
     );
 
