@@ -22,7 +22,6 @@
 //! - [`sync`] (features `redis` + `mongo`): loads MongoDB's keys into Redis
 //!   under a new generation and follows changes.
 //! - [`admin`] (feature `mongo`): accounts and keys administration.
-//! - [`migrate`] (feature `mongo`): versioned MongoDB migrations.
 //! - [`stack`] (all features): [`stack::AuthStack`], the whole stack built
 //!   from settings, with its background tasks.
 //! - [`settings`]: `[auth]`, `[signing]`, `[redis]`, `[mongo]`.
@@ -56,8 +55,6 @@ pub mod store;
 pub mod admin;
 #[cfg(feature = "file")]
 pub mod file_store;
-#[cfg(feature = "mongo")]
-pub mod migrate;
 #[cfg(feature = "mongo")]
 pub mod mongo_store;
 #[cfg(feature = "redis")]

@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::SyncMetrics;
 use crate::mongo_store::MongoStore;
 use crate::redis_store::RedisStore;
+use crate::settings::InvalidSetting;
 use crate::store::StoreError;
 
 use index::KeyIndex;
@@ -101,6 +102,19 @@ impl Default for SyncSettings {
             retry_max_ms: 10_000,
             marker_check_ms: 2_000,
         }
+    }
+}
+
+impl SyncSettings {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.batch_size == 0 {
+            return Err(InvalidSetting {
+                key: "sync.batch_size",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
     }
 }
 

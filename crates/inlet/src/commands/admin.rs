@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use inlet_auth::RedisStore;
-use inlet_auth::admin::{KeyAdmin, LegacyKey};
-use inlet_auth::mongo_store::{AccountDoc, KeyDoc};
+use inlet_auth::admin::{AccountInfo, KeyAdmin, KeyInfo, LegacyKey};
 use inlet_domain::{AccountId, AccountState, AppName, KeyId, KeyState, RateLimit};
 
 use crate::cli::{AccountsCommand, KeysCommand};
+use crate::output::rfc3339;
 use crate::settings::Settings;
 
 async fn admin(settings: &Settings) -> anyhow::Result<(KeyAdmin, inlet_auth::MongoStore)> {
@@ -24,10 +24,6 @@ async fn admin(settings: &Settings) -> anyhow::Result<(KeyAdmin, inlet_auth::Mon
         _ => admin,
     };
     Ok((admin, mongo))
-}
-
-fn time(t: mongodb::bson::DateTime) -> String {
-    t.try_to_rfc3339_string().unwrap_or_default()
 }
 
 /// Runs a `keys` subcommand.
@@ -99,7 +95,7 @@ async fn keys_inner(
                         state_label(k),
                         if k.legacy { "legacy" } else { "inlet" },
                         k.app.as_deref().unwrap_or("-"),
-                        time(k.created_at)
+                        rfc3339(k.created_at_ms)
                     )?;
                 }
             }
@@ -140,22 +136,22 @@ fn parse_key_id(text: &str) -> anyhow::Result<KeyId> {
     KeyId::parse(text).with_context(|| format!("invalid key id {text:?} (see `inlet keys list`)"))
 }
 
-fn state_label(k: &KeyDoc) -> &'static str {
+fn state_label(k: &KeyInfo) -> &'static str {
     match k.state {
         inlet_domain::KeyState::Active => "active",
         inlet_domain::KeyState::Revoked => "revoked",
     }
 }
 
-fn key_json(k: &KeyDoc) -> serde_json::Value {
+fn key_json(k: &KeyInfo) -> serde_json::Value {
     serde_json::json!({
         "key_id": k.key_id,
         "account": k.account_id,
         "state": state_label(k),
         "legacy": k.legacy,
         "app": k.app,
-        "created_at": time(k.created_at),
-        "updated_at": time(k.updated_at),
+        "created_at": rfc3339(k.created_at_ms),
+        "updated_at": rfc3339(k.updated_at_ms),
     })
 }
 
@@ -222,7 +218,7 @@ async fn accounts_inner(admin: &KeyAdmin, cmd: AccountsCommand) -> anyhow::Resul
                         a.id,
                         state,
                         limit,
-                        time(a.created_at)
+                        rfc3339(a.created_at_ms)
                     )?;
                 }
             }
@@ -231,11 +227,11 @@ async fn accounts_inner(admin: &KeyAdmin, cmd: AccountsCommand) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn account_json(a: &AccountDoc) -> serde_json::Value {
+fn account_json(a: &AccountInfo) -> serde_json::Value {
     serde_json::json!({
         "account": a.id,
         "state": a.state,
         "rate_limit": a.rate_limit,
-        "created_at": time(a.created_at),
+        "created_at": rfc3339(a.created_at_ms),
     })
 }

@@ -64,9 +64,7 @@ pub async fn run(
         "MINUTE (UTC)", "COUNT", "ERRORS", "MEAN ms", "P50 ms", "P95 ms", "MAX ms", "ERR SMP"
     )?;
     for r in &rows {
-        let minute = mongodb::bson::DateTime::from_millis(r.minute_ms)
-            .try_to_rfc3339_string()
-            .unwrap_or_default();
+        let minute = crate::output::rfc3339(r.minute_ms);
         writeln!(
             out,
             "{:<20}  {:>8}  {:>6}  {:>9.1}  {:>9}  {:>9}  {:>9.1}  {:>7}",
