@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::commands;
+use crate::output::Format;
 use crate::settings::{Settings, Sources};
 
 /// Inlet: receives agent telemetry, authenticates it without false 401s,
@@ -64,92 +65,14 @@ enum Command {
     },
     /// Manage API keys.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(commands::admin::KeysCommand),
     /// Manage accounts.
     #[command(subcommand)]
-    Accounts(AccountsCommand),
+    Accounts(commands::admin::AccountsCommand),
     /// Send one batch (JSON) to the push API once and print the answer.
     Push(commands::push::PushArgs),
     /// Generate realistic push traffic; report statuses, throughput and latency.
     Load(commands::load::LoadArgs),
-}
-
-/// `inlet keys …`
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Issue a key; it is printed exactly once (only its digest is stored).
-    Create {
-        /// Owning account.
-        #[arg(long)]
-        account: String,
-        /// Restrict the key to one app.
-        #[arg(long)]
-        app: Option<String>,
-    },
-    /// Revoke a key by id (running instances reject it within seconds).
-    Revoke {
-        /// The key id (16 hex digits, as shown by `inlet keys list`).
-        key_id: String,
-    },
-    /// Re-activate a revoked key by id (undo a mistaken revocation).
-    Activate {
-        /// The key id (16 hex digits, as shown by `inlet keys list`).
-        key_id: String,
-    },
-    /// List keys (id, account, state, app; never the key).
-    List {
-        /// Only this account's keys.
-        #[arg(long)]
-        account: Option<String>,
-        #[command(flatten)]
-        format: Format,
-    },
-    /// Import legacy keys: one `account,key[,app]` or `account,sha256:<digest>[,app]` per line
-    /// (a key containing `,` must be given as its `sha256:` digest).
-    Import {
-        /// The file ("-" for stdin).
-        #[arg(long)]
-        file: PathBuf,
-    },
-}
-
-/// `inlet accounts …`
-#[derive(Debug, Subcommand)]
-pub enum AccountsCommand {
-    /// Create an account.
-    Create {
-        /// The account id.
-        id: String,
-        /// Sustained requests per second for its keys (default: server default).
-        #[arg(long, requires = "burst")]
-        rate_limit: Option<u32>,
-        /// Burst size for the rate limit.
-        #[arg(long, requires = "rate_limit")]
-        burst: Option<u32>,
-    },
-    /// Suspend an account: its keys get 403.
-    Suspend {
-        /// The account id.
-        id: String,
-    },
-    /// Re-activate a suspended account.
-    Activate {
-        /// The account id.
-        id: String,
-    },
-    /// List accounts.
-    List {
-        #[command(flatten)]
-        format: Format,
-    },
-}
-
-/// Output format for listings.
-#[derive(Debug, Args)]
-pub struct Format {
-    /// Print JSON lines instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Parses arguments, runs the command, maps errors to an exit code.

@@ -1,7 +1,17 @@
-//! What commands print with: timestamps. A
+//! What commands print with: the listing format flag and timestamps. A
 //! leaf module: it uses no other module of the binary.
 
 use std::time::{Duration, SystemTime};
+
+use clap::Args;
+
+/// Output format for listings.
+#[derive(Debug, Args)]
+pub struct Format {
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// A Unix-ms time as RFC 3339 in UTC, with as many fraction digits as it
 /// needs (`2026-01-02T03:04:05.12Z`, `…:05Z` for a whole second); empty

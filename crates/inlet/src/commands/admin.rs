@@ -1,16 +1,87 @@
 //! `inlet keys …` and `inlet accounts …`.
 
 use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use clap::Subcommand;
 use inlet_auth::RedisStore;
 use inlet_auth::admin::{AccountInfo, KeyAdmin, KeyInfo, LegacyKey};
 use inlet_domain::{AccountId, AccountState, AppName, KeyId, KeyState, RateLimit};
 
-use crate::cli::{AccountsCommand, KeysCommand};
-use crate::output::rfc3339;
+use crate::output::{Format, rfc3339};
 use crate::settings::Settings;
+
+/// `inlet keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key; it is printed exactly once (only its digest is stored).
+    Create {
+        /// Owning account.
+        #[arg(long)]
+        account: String,
+        /// Restrict the key to one app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Revoke a key by id (running instances reject it within seconds).
+    Revoke {
+        /// The key id (16 hex digits, as shown by `inlet keys list`).
+        key_id: String,
+    },
+    /// Re-activate a revoked key by id (undo a mistaken revocation).
+    Activate {
+        /// The key id (16 hex digits, as shown by `inlet keys list`).
+        key_id: String,
+    },
+    /// List keys (id, account, state, app; never the key).
+    List {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Import legacy keys: one `account,key[,app]` or `account,sha256:<digest>[,app]` per line
+    /// (a key containing `,` must be given as its `sha256:` digest).
+    Import {
+        /// The file ("-" for stdin).
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+/// `inlet accounts …`
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        /// The account id.
+        id: String,
+        /// Sustained requests per second for its keys (default: server default).
+        #[arg(long, requires = "burst")]
+        rate_limit: Option<u32>,
+        /// Burst size for the rate limit.
+        #[arg(long, requires = "rate_limit")]
+        burst: Option<u32>,
+    },
+    /// Suspend an account: its keys get 403.
+    Suspend {
+        /// The account id.
+        id: String,
+    },
+    /// Re-activate a suspended account.
+    Activate {
+        /// The account id.
+        id: String,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+}
 
 async fn admin(settings: &Settings) -> anyhow::Result<(KeyAdmin, inlet_auth::MongoStore)> {
     let mongo = super::mongo(settings).await?;
