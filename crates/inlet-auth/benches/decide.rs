@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use inlet_auth::admin::KeyAdmin;
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::sync::{KeySync, SyncSettings};
 use inlet_auth::{
     AuthSettings, Authenticator, MemoryStore, MongoStore, RedisSettings, RedisStore, SyncMetrics,

@@ -21,7 +21,8 @@
 //! - [`file_store`] (feature `file`): a static key file, reloaded on change.
 //! - [`sync`] (features `redis` + `mongo`): loads MongoDB's keys into Redis
 //!   under a new generation and follows changes.
-//! - [`admin`] (feature `mongo`): accounts and keys administration.
+//! - [`key_admin`] (feature `mongo`): accounts and keys administration
+//!   ([`key_admin::KeyAdmin`]; `inlet keys` and `inlet accounts`).
 //! - [`stack`] (all features): [`stack::AuthStack`], the whole stack built
 //!   from settings, with its background tasks.
 //! - [`settings`]: `[auth]`, `[signing]`, `[redis]`, `[mongo]`.
@@ -51,10 +52,10 @@ pub mod metrics;
 pub mod settings;
 pub mod store;
 
-#[cfg(feature = "mongo")]
-pub mod admin;
 #[cfg(feature = "file")]
 pub mod file_store;
+#[cfg(feature = "mongo")]
+pub mod key_admin;
 #[cfg(feature = "mongo")]
 pub mod mongo_store;
 #[cfg(feature = "redis")]

@@ -12,7 +12,7 @@ use common::{
     Fixture, LookupForTest as _, Scripted, insert_keys, issuer, migrations, redis_settings,
 };
 use futures::TryStreamExt as _;
-use inlet_auth::admin::{KeyAdmin, LegacyKey};
+use inlet_auth::key_admin::{KeyAdmin, LegacyKey};
 use inlet_auth::sync::{FollowMode, KeySync, SyncSettings};
 use inlet_auth::{Lookup, MongoStore, RedisStore, Source, SyncMetrics};
 use inlet_domain::{AccountState, ApiKey, AuthMode, KeyError, UndecidableReason, Verdict};

@@ -65,10 +65,10 @@ enum Command {
     },
     /// Manage API keys.
     #[command(subcommand)]
-    Keys(commands::admin::KeysCommand),
+    Keys(commands::keys::KeysCommand),
     /// Manage accounts.
     #[command(subcommand)]
-    Accounts(commands::admin::AccountsCommand),
+    Accounts(commands::keys::AccountsCommand),
     /// Send one batch (JSON) to the push API once and print the answer.
     Push(commands::push::PushArgs),
     /// Generate realistic push traffic; report statuses, throughput and latency.
@@ -124,8 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         )),
         Command::Migrate { status } => commands::block_on(commands::migrate::run(settings, status)),
         Command::Sync { once } => commands::block_on(commands::sync::run(settings, once)),
-        Command::Keys(cmd) => commands::block_on(commands::admin::keys(settings, cmd)),
-        Command::Accounts(cmd) => commands::block_on(commands::admin::accounts(settings, cmd)),
+        Command::Keys(cmd) => commands::block_on(commands::keys::keys(settings, cmd)),
+        Command::Accounts(cmd) => commands::block_on(commands::keys::accounts(settings, cmd)),
         // Dispatched above, without settings.
         Command::Push(_) | Command::Load(_) => Ok(ExitCode::FAILURE),
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use inlet_api::{ApiSettings, Application, Dependencies};
-use inlet_auth::admin::KeyAdmin;
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::stack::AuthStack;
 use inlet_auth::sync::{KeySync, SyncSettings};
 use inlet_auth::{

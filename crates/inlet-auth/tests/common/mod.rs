@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use async_trait::async_trait;
-use inlet_auth::admin::KeyAdmin;
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::sync::{FollowMode, KeySync, SyncSettings};
 use inlet_auth::{
     AuthSettings, Authenticator, KeyStore, Lookup, MongoSettings, MongoStore, Readiness,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use inlet_auth::admin::KeyAdmin;
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::sync::{KeySync, SyncSettings};
 use inlet_auth::{
     AuthSettings, Authenticator, KeyStore, Lookup, MongoSettings, MongoStore, RedisSettings,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use inlet_auth::MongoStore;
-use inlet_auth::admin::KeyAdmin;
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_domain::{
     AccountId, ApiKey, AuthMode, BatchId, BatchLimits, ContentEncoding, Envelope, KeyIssuer,
     SigningSecret, now_ms,

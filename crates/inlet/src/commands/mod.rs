@@ -1,8 +1,8 @@
 //! One module per subcommand; each wires the library crates for its role.
 
-pub mod admin;
 pub mod api;
 pub mod config;
+pub mod keys;
 pub mod load;
 pub mod migrate;
 pub mod push;

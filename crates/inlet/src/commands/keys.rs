@@ -1,4 +1,5 @@
-//! `inlet keys …` and `inlet accounts …`.
+//! `inlet keys …` and `inlet accounts …`: key administration
+//! (`inlet_auth::key_admin`).
 
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use inlet_auth::RedisStore;
-use inlet_auth::admin::{AccountInfo, KeyAdmin, KeyInfo, LegacyKey};
+use inlet_auth::key_admin::{AccountInfo, KeyAdmin, KeyInfo, LegacyKey};
 use inlet_domain::{AccountId, AccountState, AppName, KeyId, KeyState, RateLimit};
 
 use crate::output::{Format, rfc3339};

@@ -21,7 +21,7 @@ use crate::redis_store::RedisStore;
 
 /// Why an administrative operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum KeyAdminError {
     /// The named account or key does not exist.
     #[error("{0} does not exist")]
     NotFound(String),
@@ -193,7 +193,7 @@ impl KeyAdmin {
         &self,
         id: &AccountId,
         rate_limit: Option<RateLimit>,
-    ) -> Result<AccountInfo, AdminError> {
+    ) -> Result<AccountInfo, KeyAdminError> {
         let at = now();
         let account = AccountDoc {
             id: id.to_string(),
@@ -205,7 +205,7 @@ impl KeyAdmin {
         };
         match self.mongo.insert_account(&account).await? {
             Inserted::Created => Ok(AccountInfo::from(&account)),
-            Inserted::Duplicate => Err(AdminError::AlreadyExists(format!("account {id}"))),
+            Inserted::Duplicate => Err(KeyAdminError::AlreadyExists(format!("account {id}"))),
         }
     }
 
@@ -215,12 +215,12 @@ impl KeyAdmin {
         &self,
         id: &AccountId,
         state: AccountState,
-    ) -> Result<AccountInfo, AdminError> {
+    ) -> Result<AccountInfo, KeyAdminError> {
         let updated = self
             .mongo
             .set_account_state(id.as_str(), state)
             .await?
-            .ok_or_else(|| AdminError::NotFound(format!("account {id}")))?;
+            .ok_or_else(|| KeyAdminError::NotFound(format!("account {id}")))?;
         for key in self.mongo.list_keys(Some(id.as_str())).await? {
             self.propagate(&key, &updated).await;
         }
@@ -234,12 +234,12 @@ impl KeyAdmin {
         issuer: &KeyIssuer,
         account: &AccountId,
         app: Option<AppName>,
-    ) -> Result<(ApiKey, KeyInfo), AdminError> {
+    ) -> Result<(ApiKey, KeyInfo), KeyAdminError> {
         let account_doc = self.account(account).await?;
         loop {
             let key = issuer.issue();
             let Some(key_id) = key.key_id() else {
-                return Err(AdminError::Invalid("issued key has no id".into()));
+                return Err(KeyAdminError::Invalid("issued key has no id".into()));
             };
             let doc = new_key_doc(key_id, key.digest(), account, app.clone(), false);
             match self.mongo.insert_key(&doc).await? {
@@ -254,7 +254,7 @@ impl KeyAdmin {
     }
 
     /// Revokes a key by id.
-    pub async fn revoke_key(&self, key_id: KeyId) -> Result<KeyInfo, AdminError> {
+    pub async fn revoke_key(&self, key_id: KeyId) -> Result<KeyInfo, KeyAdminError> {
         self.set_key_state(key_id, KeyState::Revoked).await
     }
 
@@ -263,34 +263,37 @@ impl KeyAdmin {
         &self,
         key_id: KeyId,
         state: KeyState,
-    ) -> Result<KeyInfo, AdminError> {
+    ) -> Result<KeyInfo, KeyAdminError> {
         let updated = self
             .mongo
             .set_key_state(&key_id.to_string(), state)
             .await?
-            .ok_or_else(|| AdminError::NotFound(format!("key {key_id}")))?;
+            .ok_or_else(|| KeyAdminError::NotFound(format!("key {key_id}")))?;
         let account = AccountId::parse(&updated.account_id)
-            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+            .map_err(|e| KeyAdminError::Invalid(e.to_string()))?;
         let account_doc = self.account(&account).await?;
         self.propagate(&updated, &account_doc).await;
         Ok(KeyInfo::from(&updated))
     }
 
     /// Lists keys, optionally of one account, oldest first.
-    pub async fn list_keys(&self, account: Option<&AccountId>) -> Result<Vec<KeyInfo>, AdminError> {
+    pub async fn list_keys(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<KeyInfo>, KeyAdminError> {
         let keys = self.mongo.list_keys(account.map(AccountId::as_str)).await?;
         Ok(keys.iter().map(KeyInfo::from).collect())
     }
 
     /// Lists accounts.
-    pub async fn list_accounts(&self) -> Result<Vec<AccountInfo>, AdminError> {
+    pub async fn list_accounts(&self) -> Result<Vec<AccountInfo>, KeyAdminError> {
         let accounts = self.mongo.list_accounts().await?;
         Ok(accounts.iter().map(AccountInfo::from).collect())
     }
 
     /// Imports legacy keys. Keys whose digest is already known are left
     /// alone, so an import can be repeated.
-    pub async fn import_legacy(&self, keys: &[LegacyKey]) -> Result<ImportReport, AdminError> {
+    pub async fn import_legacy(&self, keys: &[LegacyKey]) -> Result<ImportReport, KeyAdminError> {
         let mut report = ImportReport::default();
         let mut accounts = std::collections::HashMap::new();
         for k in keys {
@@ -313,11 +316,11 @@ impl KeyAdmin {
         Ok(report)
     }
 
-    async fn account(&self, id: &AccountId) -> Result<AccountDoc, AdminError> {
+    async fn account(&self, id: &AccountId) -> Result<AccountDoc, KeyAdminError> {
         self.mongo
             .account(id.as_str())
             .await?
-            .ok_or_else(|| AdminError::NotFound(format!("account {id}")))
+            .ok_or_else(|| KeyAdminError::NotFound(format!("account {id}")))
     }
 
     /// Writes the key's record to Redis and tells every authenticator.
