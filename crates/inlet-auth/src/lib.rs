@@ -28,6 +28,26 @@
 //! - [`settings`]: `[auth]`, `[signing]`, `[redis]`, `[mongo]`.
 //! - [`metrics`]: [`AuthMetrics`], [`SyncMetrics`].
 //!
+//! # Features
+//!
+//! All three are on by default; turn them off (`default-features = false`)
+//! to leave a client out of the build:
+//!
+//! - `redis`: [`RedisStore`] (the fast primary, its loads and the
+//!   invalidation channel); `deadpool-redis`.
+//! - `mongo`: [`MongoStore`] (the source of truth) and [`key_admin`];
+//!   `mongodb`.
+//! - `file`: [`StaticFileStore`], a TOML/JSON key file; `toml`.
+//!
+//! [`sync`] needs `redis` and `mongo`; [`stack`] all three. The
+//! [`Authenticator`], [`store`], [`settings`] and [`metrics`] need none.
+//! With one store only (say `redis` alone), that store is the source of
+//! truth: a key absent from a *populated* store is unknown (401), and while
+//! it holds no complete key set or fails, every key is undecidable (503)
+//! or rescued (stale-if-error, provisional), never unknown.
+//! `examples/reuse` in the repository is such a service (Redis only, no
+//! `mongodb` in its dependency tree; built and tested by `scripts/test`).
+//!
 //! # Using it from another service
 //!
 //! ```no_run
