@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -42,9 +43,9 @@ enum Command {
         /// The app.
         #[arg(long)]
         app: String,
-        /// How far back: 30m, 1h, 2d… (default 1h).
-        #[arg(long, default_value = "1h")]
-        since: String,
+        /// How far back: 30m, 1h, 2d… (default 1h; a unit is required).
+        #[arg(long, default_value = "1h", value_parser = crate::duration::parse_duration)]
+        since: Duration,
         /// Only this action (default: all actions, summed per minute).
         #[arg(long)]
         action: Option<String>,
@@ -147,4 +148,49 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
             sources.env
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    #[test]
+    fn a_bare_number_is_refused_naming_the_flag_and_a_unit() {
+        let err = Cli::try_parse_from([
+            "inlet",
+            "stats",
+            "--account",
+            "a",
+            "--app",
+            "b",
+            "--since",
+            "5",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--since") && err.contains("5m"), "{err}");
+        let err = Cli::try_parse_from(["inlet", "push", "--timeout", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--timeout") && err.contains("10s"), "{err}");
+        assert!(
+            Cli::try_parse_from(["inlet", "push", "--timeout", "0s"]).is_err(),
+            "a zero bound"
+        );
+        for since in ["90s", "15m", "1h", "2d"] {
+            Cli::try_parse_from([
+                "inlet",
+                "stats",
+                "--account",
+                "a",
+                "--app",
+                "b",
+                "--since",
+                since,
+            ])
+            .unwrap_or_else(|e| panic!("{since}: {e}"));
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod duration;
 mod output;
 
 // mimalloc: the push path allocates per request (bodies, envelopes, JSON);
