@@ -530,11 +530,11 @@ async fn every_legacy_token_the_source_of_truth_holds_can_be_presented() {
         "ключ",
         jwt.as_str(),
     ];
-    let lines: Vec<inlet_auth::admin::LegacyKey> = tokens
+    let lines: Vec<inlet_auth::key_admin::LegacyKey> = tokens
         .iter()
         .map(|t| {
             let digest = inlet_domain::KeyDigest::of_secret(t);
-            inlet_auth::admin::LegacyKey::parse_line(&format!("acme,sha256:{digest}")).unwrap()
+            inlet_auth::key_admin::LegacyKey::parse_line(&format!("acme,sha256:{digest}")).unwrap()
         })
         .collect();
     let report = app.admin.import_legacy(&lines).await.unwrap();

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use inlet_auth::admin::KeyAdmin;
-use inlet_auth::migrate::{Migration, Migrator};
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::sync::{KeySync, SyncSettings};
 use inlet_auth::{
     AuthSettings, Authenticator, MemoryStore, MongoStore, RedisSettings, RedisStore, SyncMetrics,
@@ -17,6 +16,7 @@ use inlet_auth::{
 use inlet_domain::{
     AccountId, AccountState, KeyIssuer, KeyRecord, KeyState, KeyVerifier, SigningSecret, Verdict,
 };
+use inlet_migrate::{Migration, Migrator};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -21,12 +21,32 @@
 //! - [`file_store`] (feature `file`): a static key file, reloaded on change.
 //! - [`sync`] (features `redis` + `mongo`): loads MongoDB's keys into Redis
 //!   under a new generation and follows changes.
-//! - [`admin`] (feature `mongo`): accounts and keys administration.
-//! - [`migrate`] (feature `mongo`): versioned MongoDB migrations.
+//! - [`key_admin`] (feature `mongo`): accounts and keys administration
+//!   ([`key_admin::KeyAdmin`]; `inlet keys` and `inlet accounts`).
 //! - [`stack`] (all features): [`stack::AuthStack`], the whole stack built
 //!   from settings, with its background tasks.
 //! - [`settings`]: `[auth]`, `[signing]`, `[redis]`, `[mongo]`.
 //! - [`metrics`]: [`AuthMetrics`], [`SyncMetrics`].
+//!
+//! # Features
+//!
+//! All three are on by default; turn them off (`default-features = false`)
+//! to leave a client out of the build:
+//!
+//! - `redis`: [`RedisStore`] (the fast primary, its loads and the
+//!   invalidation channel); `deadpool-redis`.
+//! - `mongo`: [`MongoStore`] (the source of truth) and [`key_admin`];
+//!   `mongodb`.
+//! - `file`: [`StaticFileStore`], a TOML/JSON key file; `toml`.
+//!
+//! [`sync`] needs `redis` and `mongo`; [`stack`] all three. The
+//! [`Authenticator`], [`store`], [`settings`] and [`metrics`] need none.
+//! With one store only (say `redis` alone), that store is the source of
+//! truth: a key absent from a *populated* store is unknown (401), and while
+//! it holds no complete key set or fails, every key is undecidable (503)
+//! or rescued (stale-if-error, provisional), never unknown.
+//! `examples/reuse` in the repository is such a service (Redis only, no
+//! `mongodb` in its dependency tree; built and tested by `scripts/test`).
 //!
 //! # Using it from another service
 //!
@@ -52,12 +72,10 @@ pub mod metrics;
 pub mod settings;
 pub mod store;
 
-#[cfg(feature = "mongo")]
-pub mod admin;
 #[cfg(feature = "file")]
 pub mod file_store;
 #[cfg(feature = "mongo")]
-pub mod migrate;
+pub mod key_admin;
 #[cfg(feature = "mongo")]
 pub mod mongo_store;
 #[cfg(feature = "redis")]

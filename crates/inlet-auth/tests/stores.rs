@@ -12,11 +12,11 @@ use common::{
     Fixture, LookupForTest as _, Scripted, insert_keys, issuer, migrations, redis_settings,
 };
 use futures::TryStreamExt as _;
-use inlet_auth::admin::{KeyAdmin, LegacyKey};
-use inlet_auth::migrate::Migrator;
+use inlet_auth::key_admin::{KeyAdmin, LegacyKey};
 use inlet_auth::sync::{FollowMode, KeySync, SyncSettings};
 use inlet_auth::{Lookup, MongoStore, RedisStore, Source, SyncMetrics};
 use inlet_domain::{AccountState, ApiKey, AuthMode, KeyError, UndecidableReason, Verdict};
+use inlet_migrate::Migrator;
 use inlet_testkit::{FaultProxy, TestMongo, wait_for, wait_until};
 use mongodb::bson::doc;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ async fn migrations_run_once() {
             .await
             .unwrap()
             .iter()
-            .all(|s| s.applied_at.is_some() && s.unchanged)
+            .all(|s| s.applied_at_ms.is_some() && s.unchanged)
     );
     m.cleanup().await;
 }

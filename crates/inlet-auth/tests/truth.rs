@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Fixture, LookupForTest as _, issuer};
-use inlet_auth::admin::KeyAdmin;
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::sync::{FollowMode, KeySync, SyncSettings};
 use inlet_auth::{
     AuthSettings, Authenticator, Commit, Lookup, Put, RedisStore, SharedStore, SyncMetrics,

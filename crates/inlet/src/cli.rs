@@ -3,11 +3,13 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::commands;
+use crate::output::Format;
 use crate::settings::{Settings, Sources};
 
 /// Inlet: receives agent telemetry, authenticates it without false 401s,
@@ -41,9 +43,9 @@ enum Command {
         /// The app.
         #[arg(long)]
         app: String,
-        /// How far back: 30m, 1h, 2d… (default 1h).
-        #[arg(long, default_value = "1h")]
-        since: String,
+        /// How far back: 30m, 1h, 2d… (default 1h; a unit is required).
+        #[arg(long, default_value = "1h", value_parser = crate::duration::parse_duration)]
+        since: Duration,
         /// Only this action (default: all actions, summed per minute).
         #[arg(long)]
         action: Option<String>,
@@ -64,92 +66,14 @@ enum Command {
     },
     /// Manage API keys.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(commands::keys::KeysCommand),
     /// Manage accounts.
     #[command(subcommand)]
-    Accounts(AccountsCommand),
+    Accounts(commands::keys::AccountsCommand),
     /// Send one batch (JSON) to the push API once and print the answer.
     Push(commands::push::PushArgs),
     /// Generate realistic push traffic; report statuses, throughput and latency.
     Load(commands::load::LoadArgs),
-}
-
-/// `inlet keys …`
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Issue a key; it is printed exactly once (only its digest is stored).
-    Create {
-        /// Owning account.
-        #[arg(long)]
-        account: String,
-        /// Restrict the key to one app.
-        #[arg(long)]
-        app: Option<String>,
-    },
-    /// Revoke a key by id (running instances reject it within seconds).
-    Revoke {
-        /// The key id (16 hex digits, as shown by `inlet keys list`).
-        key_id: String,
-    },
-    /// Re-activate a revoked key by id (undo a mistaken revocation).
-    Activate {
-        /// The key id (16 hex digits, as shown by `inlet keys list`).
-        key_id: String,
-    },
-    /// List keys (id, account, state, app; never the key).
-    List {
-        /// Only this account's keys.
-        #[arg(long)]
-        account: Option<String>,
-        #[command(flatten)]
-        format: Format,
-    },
-    /// Import legacy keys: one `account,key[,app]` or `account,sha256:<digest>[,app]` per line
-    /// (a key containing `,` must be given as its `sha256:` digest).
-    Import {
-        /// The file ("-" for stdin).
-        #[arg(long)]
-        file: PathBuf,
-    },
-}
-
-/// `inlet accounts …`
-#[derive(Debug, Subcommand)]
-pub enum AccountsCommand {
-    /// Create an account.
-    Create {
-        /// The account id.
-        id: String,
-        /// Sustained requests per second for its keys (default: server default).
-        #[arg(long, requires = "burst")]
-        rate_limit: Option<u32>,
-        /// Burst size for the rate limit.
-        #[arg(long, requires = "rate_limit")]
-        burst: Option<u32>,
-    },
-    /// Suspend an account: its keys get 403.
-    Suspend {
-        /// The account id.
-        id: String,
-    },
-    /// Re-activate a suspended account.
-    Activate {
-        /// The account id.
-        id: String,
-    },
-    /// List accounts.
-    List {
-        #[command(flatten)]
-        format: Format,
-    },
-}
-
-/// Output format for listings.
-#[derive(Debug, Args)]
-pub struct Format {
-    /// Print JSON lines instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Parses arguments, runs the command, maps errors to an exit code.
@@ -201,8 +125,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         )),
         Command::Migrate { status } => commands::block_on(commands::migrate::run(settings, status)),
         Command::Sync { once } => commands::block_on(commands::sync::run(settings, once)),
-        Command::Keys(cmd) => commands::block_on(commands::admin::keys(settings, cmd)),
-        Command::Accounts(cmd) => commands::block_on(commands::admin::accounts(settings, cmd)),
+        Command::Keys(cmd) => commands::block_on(commands::keys::keys(settings, cmd)),
+        Command::Accounts(cmd) => commands::block_on(commands::keys::accounts(settings, cmd)),
         // Dispatched above, without settings.
         Command::Push(_) | Command::Load(_) => Ok(ExitCode::FAILURE),
     }
@@ -224,4 +148,49 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
             sources.env
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    #[test]
+    fn a_bare_number_is_refused_naming_the_flag_and_a_unit() {
+        let err = Cli::try_parse_from([
+            "inlet",
+            "stats",
+            "--account",
+            "a",
+            "--app",
+            "b",
+            "--since",
+            "5",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--since") && err.contains("5m"), "{err}");
+        let err = Cli::try_parse_from(["inlet", "push", "--timeout", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--timeout") && err.contains("10s"), "{err}");
+        assert!(
+            Cli::try_parse_from(["inlet", "push", "--timeout", "0s"]).is_err(),
+            "a zero bound"
+        );
+        for since in ["90s", "15m", "1h", "2d"] {
+            Cli::try_parse_from([
+                "inlet",
+                "stats",
+                "--account",
+                "a",
+                "--app",
+                "b",
+                "--since",
+                since,
+            ])
+            .unwrap_or_else(|e| panic!("{since}: {e}"));
+        }
+    }
 }

@@ -3,6 +3,8 @@
 
 mod cli;
 mod commands;
+mod duration;
+mod output;
 
 // mimalloc: the push path allocates per request (bodies, envelopes, JSON);
 // glibc malloc showed up as ~11 % of the API's CPU under load.

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use inlet_api::{ApiSettings, Application, Dependencies};
-use inlet_auth::admin::KeyAdmin;
-use inlet_auth::migrate::{Migration, Migrator};
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::stack::AuthStack;
 use inlet_auth::sync::{KeySync, SyncSettings};
 use inlet_auth::{
@@ -16,6 +15,7 @@ use inlet_auth::{
     SigningSettings, SyncMetrics,
 };
 use inlet_domain::{AccountId, ApiKey, BatchLimits, Envelope, RateLimit, now_ms};
+use inlet_migrate::{Migration, Migrator};
 use inlet_obs::{Health, MetricsRegistry};
 use inlet_queue::{Consumer, Publisher, QueueMetrics, QueueSettings};
 use inlet_testkit::{FaultProxy, TestAmqp, TestMongo, TestRedis, wait_until};

@@ -25,9 +25,17 @@
 //!
 //! - this module: document types, the store and its lookups;
 //! - [`changes`]: what the key sync reads — full scans, change streams,
-//!   polling, and the id sweep that finds deletions when polling.
+//!   polling, and the id sweep that finds deletions when polling;
+//! - [`writes`]: what key administration reads and writes — accounts and
+//!   keys by id, inserts, state changes, listings.
+//!
+//! Other crates use these methods, not the collections: the names and
+//! document shapes stay in this module.
 
 pub mod changes;
+pub mod writes;
+
+pub use writes::Inserted;
 
 use std::time::Duration;
 
@@ -163,6 +171,14 @@ impl MongoStore {
     /// The database.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Shuts the client down cleanly (call before the runtime goes away,
+    /// so no background cleanup, such as killing a cursor, runs against a
+    /// dropped connection pool). Every clone of this store shares the
+    /// client: use none of them afterwards.
+    pub async fn shutdown(&self) {
+        self.db.client().clone().shutdown().await;
     }
 
     /// The accounts collection.

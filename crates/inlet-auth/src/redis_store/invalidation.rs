@@ -6,6 +6,7 @@ use std::time::Duration;
 use deadpool_redis::redis;
 use futures::StreamExt as _;
 use inlet_domain::KeyDigest;
+use inlet_domain::backoff::{Backoff, Jitter};
 use tokio_util::sync::CancellationToken;
 
 use super::{RedisStore, store_error};
@@ -67,7 +68,9 @@ impl RedisStore {
     pub async fn run_invalidation_listener(&self, auth: &Authenticator, cancel: CancellationToken) {
         let channel = self.invalidation_channel();
         let up = &auth.metrics().invalidation_listener_up;
-        let mut backoff = Duration::from_millis(100);
+        // From 100 ms, doubling up to 5 s, each pause in the upper half.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+            .with_jitter(Jitter::Equal);
         let step = Duration::from_secs(1).max(self.command_timeout * 4);
         while !cancel.is_cancelled() {
             let subscribed = async {
@@ -88,12 +91,11 @@ impl RedisStore {
                 up.set(0);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             up.set(1);
             auth.invalidate_all();
             let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
@@ -163,10 +165,6 @@ impl Invalidation {
             Err(_) => Invalidation::All,
         }
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }
 
 #[cfg(test)]

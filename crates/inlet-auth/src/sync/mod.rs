@@ -40,6 +40,7 @@ mod load;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inlet_domain::backoff::{Backoff, Jitter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::SyncMetrics;
 use crate::mongo_store::MongoStore;
 use crate::redis_store::RedisStore;
+use crate::settings::InvalidSetting;
 use crate::store::StoreError;
 
 use index::KeyIndex;
@@ -101,6 +103,19 @@ impl Default for SyncSettings {
             retry_max_ms: 10_000,
             marker_check_ms: 2_000,
         }
+    }
+}
+
+impl SyncSettings {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.batch_size == 0 {
+            return Err(InvalidSetting {
+                key: "sync.batch_size",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -224,10 +239,14 @@ impl KeySync {
     }
 
     /// Runs until cancelled: load, follow, reload periodically; retries
-    /// with backoff on failure.
+    /// with backoff on failure (from 250 ms, doubling up to `retry_max_ms`,
+    /// each pause drawn from the upper half).
     pub async fn run(&self, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
-        let max = Duration::from_millis(self.settings.retry_max_ms.max(250));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(250),
+            Duration::from_millis(self.settings.retry_max_ms),
+        )
+        .with_jitter(Jitter::Equal);
         while !cancel.is_cancelled() {
             let since_ms = inlet_domain::now_ms() - self.settings.poll_overlap_ms as i64;
             let stream = match self.settings.follow {
@@ -240,8 +259,7 @@ impl KeySync {
                     }
                     Err(e) => {
                         self.fail(&SyncError::NoChangeStream(e.to_string()).to_string());
-                        sleep_or_cancel(&cancel, backoff).await;
-                        backoff = (backoff * 2).min(max);
+                        sleep_or_cancel(&cancel, backoff.next_delay()).await;
                         continue;
                     }
                 },
@@ -250,12 +268,11 @@ impl KeySync {
                 Ok(m) => m,
                 Err(e) => {
                     self.fail(&e.to_string());
-                    sleep_or_cancel(&cancel, backoff).await;
-                    backoff = (backoff * 2).min(max);
+                    sleep_or_cancel(&cancel, backoff.next_delay()).await;
                     continue;
                 }
             };
-            backoff = Duration::from_millis(250);
+            backoff.reset();
             let end = match stream {
                 Some(s) => self.follow_stream(s, marker.generation, &cancel).await,
                 None => self.follow_poll(since_ms, marker.generation, &cancel).await,
@@ -283,10 +300,9 @@ impl KeySync {
 }
 
 async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) {
-    let jittered = d.mul_f64(0.5 + rand::random::<f64>() * 0.5);
     tokio::select! {
         _ = cancel.cancelled() => {}
-        _ = tokio::time::sleep(jittered) => {}
+        _ = tokio::time::sleep(d) => {}
     }
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use async_trait::async_trait;
-use inlet_auth::admin::KeyAdmin;
-use inlet_auth::migrate::{Migration, Migrator};
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::sync::{FollowMode, KeySync, SyncSettings};
 use inlet_auth::{
     AuthSettings, Authenticator, KeyStore, Lookup, MongoSettings, MongoStore, Readiness,
@@ -20,6 +19,7 @@ use inlet_domain::{
     AccountId, AccountState, ApiKey, KeyDigest, KeyId, KeyIssuer, KeyRecord, KeyState, KeyVerifier,
     SigningSecret,
 };
+use inlet_migrate::{Migration, Migrator};
 use inlet_testkit::{FaultProxy, TestMongo, TestRedis};
 
 /// How a [`Scripted`] store behaves.

@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use inlet_auth::admin::KeyAdmin;
-use inlet_auth::migrate::{Migration, Migrator};
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_auth::sync::{KeySync, SyncSettings};
 use inlet_auth::{
     AuthSettings, Authenticator, KeyStore, Lookup, MongoSettings, MongoStore, RedisSettings,
     RedisStore, SyncMetrics,
 };
 use inlet_domain::{AccountId, KeyIssuer, KeyVerifier, SigningSecret, Verdict};
+use inlet_migrate::{Migration, Migrator};
 
 #[derive(Parser)]
 struct Args {

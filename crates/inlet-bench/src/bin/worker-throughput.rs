@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use inlet_auth::MongoStore;
-use inlet_auth::migrate::{Migration, Migrator};
 use inlet_domain::{
     AccountId, AuthMode, Batch, BatchLimits, ContentEncoding, Envelope, KeyDigest, KeyId, now_ms,
 };
+use inlet_migrate::{Migration, Migrator};
 use inlet_queue::{Publisher, QueueMetrics, QueueSettings};
 use inlet_worker::aggregate::Aggregates;
 use inlet_worker::{AggregateStore, Pipeline, Processor, WorkerMetrics, WorkerSettings};

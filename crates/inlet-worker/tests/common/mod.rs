@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use inlet_auth::MongoStore;
-use inlet_auth::admin::KeyAdmin;
-use inlet_auth::migrate::{Migration, Migrator};
+use inlet_auth::key_admin::KeyAdmin;
 use inlet_domain::{
     AccountId, ApiKey, AuthMode, BatchId, BatchLimits, ContentEncoding, Envelope, KeyIssuer,
     SigningSecret, now_ms,
 };
+use inlet_migrate::{Migration, Migrator};
 use inlet_queue::{Names, Publisher, QueueMetrics, QueueSettings};
 use inlet_testkit::{TestAmqp, TestMongo};
 use inlet_worker::{AggregateStore, Pipeline, Processor, WorkerMetrics, WorkerSettings};

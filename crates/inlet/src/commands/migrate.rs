@@ -3,21 +3,19 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use inlet_auth::migrate::Migrator;
+use inlet_migrate::Migrator;
 
 use crate::settings::Settings;
 
 /// Applies pending migrations, or prints their state.
 pub async fn run(settings: Settings, status: bool) -> anyhow::Result<ExitCode> {
     let store = super::mongo(&settings).await?;
-    let migrator = Migrator::new(store.database().clone(), super::migrations()?)?;
+    let migrator = Migrator::new(store.database().clone(), inlet_migrate::shipped()?)?;
     let mut out = std::io::stdout().lock();
     if status {
         for s in migrator.status().await? {
-            let state = match (s.applied_at, s.unchanged) {
-                (Some(at), true) => {
-                    format!("applied {}", at.try_to_rfc3339_string().unwrap_or_default())
-                }
+            let state = match (s.applied_at_ms, s.unchanged) {
+                (Some(at), true) => format!("applied {}", crate::output::rfc3339(at)),
                 (Some(_), false) => "applied, but the file has changed since".to_owned(),
                 (None, _) => "pending".to_owned(),
             };

@@ -1,8 +1,8 @@
 //! One module per subcommand; each wires the library crates for its role.
 
-pub mod admin;
 pub mod api;
 pub mod config;
+pub mod keys;
 pub mod load;
 pub mod migrate;
 pub mod push;
@@ -65,37 +65,5 @@ pub async fn mongo(settings: &crate::settings::Settings) -> anyhow::Result<inlet
 /// no background cleanup (e.g. killing a cursor) runs against a dropped
 /// connection pool.
 pub async fn close_mongo(store: &inlet_auth::MongoStore) {
-    store.database().client().clone().shutdown().await;
-}
-
-/// The migrations shipped with this build (embedded from `migrations/`).
-pub fn migrations() -> anyhow::Result<Vec<inlet_auth::migrate::Migration>> {
-    const FILES: &[(&str, &str)] = &[
-        (
-            "0001_keys_and_accounts.json",
-            include_str!("../../../../migrations/0001_keys_and_accounts.json"),
-        ),
-        (
-            "0002_aggregates.json",
-            include_str!("../../../../migrations/0002_aggregates.json"),
-        ),
-    ];
-    FILES
-        .iter()
-        .map(|(name, text)| inlet_auth::migrate::Migration::parse(name, text).map_err(Into::into))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_migration_file_is_embedded() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-        let on_disk = inlet_auth::migrate::Migration::load_dir(&dir).unwrap();
-        let embedded = super::migrations().unwrap();
-        assert_eq!(
-            on_disk, embedded,
-            "add new migrations to commands::migrations()"
-        );
-    }
+    store.shutdown().await;
 }

@@ -33,12 +33,22 @@ pub struct PushArgs {
     /// Send the body uncompressed (default: gzip).
     #[arg(long)]
     no_gzip: bool,
-    /// Bound on the request, e.g. 10s or 500ms.
-    #[arg(long, default_value = "10s", value_parser = inlet_client::load::parse_duration)]
+    /// Bound on the request, e.g. 10s or 500ms (a unit is required).
+    #[arg(long, default_value = "10s", value_parser = request_timeout)]
     timeout: Duration,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A request bound: a duration ([`crate::duration::parse_duration`]) above
+/// zero and at most a year.
+fn request_timeout(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse_duration(s)?;
+    if d.is_zero() || d > Duration::from_secs(86_400 * 365) {
+        return Err(format!("{:?} is out of range", s.trim()));
+    }
+    Ok(d)
 }
 
 /// Sends the batch and prints the outcome.

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use inlet_domain::backoff::{Backoff, Jitter};
 use inlet_obs::{AdminServer, Health, MetricsRegistry};
 use inlet_queue::QueueMetrics;
 use inlet_worker::{AggregateStore, Pipeline, Processor, WorkerMetrics};
@@ -39,7 +40,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     let store = AggregateStore::new(mongo.database().clone(), settings.worker.exactly_once);
     // Exactly-once needs transactions. An unreachable server is waited for
     // (it may be starting); a standalone one is a misconfiguration.
-    let mut backoff = Duration::from_millis(250);
+    // From 250 ms, doubling up to 5 s; one process, no jitter.
+    let mut backoff =
+        Backoff::new(Duration::from_millis(250), Duration::from_secs(5)).with_jitter(Jitter::None);
     let transactions = loop {
         match store.supports_transactions().await {
             Ok(t) => break t,
@@ -48,9 +51,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
                 tracing::warn!(error = %e, "MongoDB not reachable yet; retrying");
                 tokio::select! {
                     _ = super::shutdown_signal() => return Ok(ExitCode::SUCCESS),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     };

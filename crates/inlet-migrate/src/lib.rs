@@ -21,9 +21,6 @@ use mongodb::Database;
 use mongodb::bson::{self, Document, doc};
 use sha2::{Digest as _, Sha256};
 
-use crate::mongo_store::mongo_error;
-use crate::store::StoreError;
-
 /// The collection recording applied migrations.
 pub const MIGRATIONS: &str = "_migrations";
 
@@ -79,8 +76,8 @@ pub enum MigrateError {
         reason: String,
     },
     /// The database failed.
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] mongodb::error::Error),
 }
 
 #[derive(serde::Deserialize)]
@@ -148,6 +145,26 @@ impl Migration {
     }
 }
 
+/// The migrations shipped with this build (embedded from the repository's
+/// `migrations/`; a test checks that every file there is listed here).
+pub fn shipped() -> Result<Vec<Migration>, MigrateError> {
+    const FILES: &[(&str, &str)] = &[
+        (
+            "0001_keys_and_accounts.json",
+            include_str!("../../../migrations/0001_keys_and_accounts.json"),
+        ),
+        (
+            "0002_aggregates.json",
+            include_str!("../../../migrations/0002_aggregates.json"),
+        ),
+    ];
+    let migrations = FILES
+        .iter()
+        .map(|(name, text)| Migration::parse(name, text))
+        .collect::<Result<Vec<_>, _>>()?;
+    sort_and_check(migrations)
+}
+
 /// Sorts by version and rejects duplicate versions.
 pub fn sort_and_check(mut migrations: Vec<Migration>) -> Result<Vec<Migration>, MigrateError> {
     migrations.sort_by_key(|m| m.version);
@@ -169,8 +186,8 @@ pub struct MigrationStatus {
     pub version: u32,
     /// Name.
     pub name: String,
-    /// When it was applied, if it was.
-    pub applied_at: Option<bson::DateTime>,
+    /// When it was applied, Unix ms, if it was.
+    pub applied_at_ms: Option<i64>,
     /// Whether the file still matches what was applied.
     pub unchanged: bool,
 }
@@ -205,11 +222,10 @@ impl Migrator {
         self.db
             .collection::<Applied>(MIGRATIONS)
             .find(doc! {})
-            .await
-            .map_err(|e| mongo_error(&e))?
+            .await?
             .try_collect()
             .await
-            .map_err(|e| mongo_error(&e).into())
+            .map_err(Into::into)
     }
 
     /// Every known migration and whether it was applied.
@@ -225,7 +241,7 @@ impl Migrator {
                 MigrationStatus {
                     version: m.version,
                     name: m.name.clone(),
-                    applied_at: a.and_then(|a| a.applied_at),
+                    applied_at_ms: a.and_then(|a| a.applied_at).map(|t| t.timestamp_millis()),
                     unchanged: a.is_none_or(|a| a.checksum == m.checksum),
                 }
             })
@@ -268,8 +284,7 @@ impl Migrator {
             },
         )
         .upsert(true)
-        .await
-        .map_err(|e| mongo_error(&e))?;
+        .await?;
         for (index, command) in m.commands.iter().enumerate() {
             if let Err(e) = self.db.run_command(command.clone()).await {
                 let code = command_error_code(&e);
@@ -287,8 +302,7 @@ impl Migrator {
             doc! { "_id": m.version },
             doc! { "$set": { "state": "applied", "applied_at": bson::DateTime::now() } },
         )
-        .await
-        .map_err(|e| mongo_error(&e))?;
+        .await?;
         tracing::info!(version = m.version, name = %m.name, "migration applied");
         Ok(())
     }
@@ -338,5 +352,16 @@ mod tests {
         let all = Migration::load_dir(&dir).unwrap();
         assert!(!all.is_empty());
         assert_eq!(all[0].version, 1);
+    }
+
+    #[test]
+    fn every_migration_file_is_shipped() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let on_disk = Migration::load_dir(&dir).unwrap();
+        assert_eq!(
+            on_disk,
+            shipped().unwrap(),
+            "add new migrations to shipped()"
+        );
     }
 }

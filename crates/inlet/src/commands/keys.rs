@@ -1,16 +1,88 @@
-//! `inlet keys …` and `inlet accounts …`.
+//! `inlet keys …` and `inlet accounts …`: key administration
+//! (`inlet_auth::key_admin`).
 
 use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use clap::Subcommand;
 use inlet_auth::RedisStore;
-use inlet_auth::admin::{KeyAdmin, LegacyKey};
-use inlet_auth::mongo_store::{AccountDoc, KeyDoc};
+use inlet_auth::key_admin::{AccountInfo, KeyAdmin, KeyInfo, LegacyKey};
 use inlet_domain::{AccountId, AccountState, AppName, KeyId, KeyState, RateLimit};
 
-use crate::cli::{AccountsCommand, KeysCommand};
+use crate::output::{Format, rfc3339};
 use crate::settings::Settings;
+
+/// `inlet keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key; it is printed exactly once (only its digest is stored).
+    Create {
+        /// Owning account.
+        #[arg(long)]
+        account: String,
+        /// Restrict the key to one app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Revoke a key by id (running instances reject it within seconds).
+    Revoke {
+        /// The key id (16 hex digits, as shown by `inlet keys list`).
+        key_id: String,
+    },
+    /// Re-activate a revoked key by id (undo a mistaken revocation).
+    Activate {
+        /// The key id (16 hex digits, as shown by `inlet keys list`).
+        key_id: String,
+    },
+    /// List keys (id, account, state, app; never the key).
+    List {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Import legacy keys: one `account,key[,app]` or `account,sha256:<digest>[,app]` per line
+    /// (a key containing `,` must be given as its `sha256:` digest).
+    Import {
+        /// The file ("-" for stdin).
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+/// `inlet accounts …`
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        /// The account id.
+        id: String,
+        /// Sustained requests per second for its keys (default: server default).
+        #[arg(long, requires = "burst")]
+        rate_limit: Option<u32>,
+        /// Burst size for the rate limit.
+        #[arg(long, requires = "rate_limit")]
+        burst: Option<u32>,
+    },
+    /// Suspend an account: its keys get 403.
+    Suspend {
+        /// The account id.
+        id: String,
+    },
+    /// Re-activate a suspended account.
+    Activate {
+        /// The account id.
+        id: String,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+}
 
 async fn admin(settings: &Settings) -> anyhow::Result<(KeyAdmin, inlet_auth::MongoStore)> {
     let mongo = super::mongo(settings).await?;
@@ -24,10 +96,6 @@ async fn admin(settings: &Settings) -> anyhow::Result<(KeyAdmin, inlet_auth::Mon
         _ => admin,
     };
     Ok((admin, mongo))
-}
-
-fn time(t: mongodb::bson::DateTime) -> String {
-    t.try_to_rfc3339_string().unwrap_or_default()
 }
 
 /// Runs a `keys` subcommand.
@@ -99,7 +167,7 @@ async fn keys_inner(
                         state_label(k),
                         if k.legacy { "legacy" } else { "inlet" },
                         k.app.as_deref().unwrap_or("-"),
-                        time(k.created_at)
+                        rfc3339(k.created_at_ms)
                     )?;
                 }
             }
@@ -140,22 +208,22 @@ fn parse_key_id(text: &str) -> anyhow::Result<KeyId> {
     KeyId::parse(text).with_context(|| format!("invalid key id {text:?} (see `inlet keys list`)"))
 }
 
-fn state_label(k: &KeyDoc) -> &'static str {
+fn state_label(k: &KeyInfo) -> &'static str {
     match k.state {
         inlet_domain::KeyState::Active => "active",
         inlet_domain::KeyState::Revoked => "revoked",
     }
 }
 
-fn key_json(k: &KeyDoc) -> serde_json::Value {
+fn key_json(k: &KeyInfo) -> serde_json::Value {
     serde_json::json!({
         "key_id": k.key_id,
         "account": k.account_id,
         "state": state_label(k),
         "legacy": k.legacy,
         "app": k.app,
-        "created_at": time(k.created_at),
-        "updated_at": time(k.updated_at),
+        "created_at": rfc3339(k.created_at_ms),
+        "updated_at": rfc3339(k.updated_at_ms),
     })
 }
 
@@ -222,7 +290,7 @@ async fn accounts_inner(admin: &KeyAdmin, cmd: AccountsCommand) -> anyhow::Resul
                         a.id,
                         state,
                         limit,
-                        time(a.created_at)
+                        rfc3339(a.created_at_ms)
                     )?;
                 }
             }
@@ -231,11 +299,11 @@ async fn accounts_inner(admin: &KeyAdmin, cmd: AccountsCommand) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn account_json(a: &AccountDoc) -> serde_json::Value {
+fn account_json(a: &AccountInfo) -> serde_json::Value {
     serde_json::json!({
         "account": a.id,
         "state": a.state,
         "rate_limit": a.rate_limit,
-        "created_at": time(a.created_at),
+        "created_at": rfc3339(a.created_at_ms),
     })
 }

@@ -8,15 +8,12 @@
 //! instance well within the 2 s promise. If Redis is down, the change is
 //! still recorded in MongoDB and reaches Redis through the key sync.
 
-use futures::TryStreamExt as _;
 use inlet_domain::{
     AccountId, AccountState, ApiKey, AppName, KEY_PREFIX, KeyDigest, KeyId, KeyIssuer, KeyState,
     RateLimit,
 };
-use mongodb::bson::{self, doc};
-use mongodb::options::ReturnDocument;
 
-use crate::mongo_store::{AccountDoc, KeyDoc, MongoStore, mongo_error, record_of};
+use crate::mongo_store::{AccountDoc, Inserted, KeyDoc, MongoStore, record_of};
 use crate::store::StoreError;
 
 #[cfg(feature = "redis")]
@@ -24,7 +21,7 @@ use crate::redis_store::RedisStore;
 
 /// Why an administrative operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum KeyAdminError {
     /// The named account or key does not exist.
     #[error("{0} does not exist")]
     NotFound(String),
@@ -39,12 +36,64 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-fn is_duplicate(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        ErrorKind::Command(c) => c.code == 11000,
-        _ => e.to_string().contains("E11000"),
+/// A key as administration shows it: never the key, only its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key id (16 hex digits for Inlet keys; other writers' ids as
+    /// they are).
+    pub key_id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// Active or revoked.
+    pub state: KeyState,
+    /// The app the key is restricted to, if any.
+    pub app: Option<String>,
+    /// Imported from an older system.
+    pub legacy: bool,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+    /// Last change, Unix ms.
+    pub updated_at_ms: i64,
+}
+
+impl From<&KeyDoc> for KeyInfo {
+    fn from(k: &KeyDoc) -> Self {
+        KeyInfo {
+            key_id: k.key_id.clone(),
+            account_id: k.account_id.clone(),
+            state: k.state,
+            app: k.app.clone(),
+            legacy: k.legacy,
+            created_at_ms: k.created_at.timestamp_millis(),
+            updated_at_ms: k.updated_at.timestamp_millis(),
+        }
+    }
+}
+
+/// An account as administration shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The account id.
+    pub id: String,
+    /// Active or suspended.
+    pub state: AccountState,
+    /// Its rate limit; `None`: the server default.
+    pub rate_limit: Option<RateLimit>,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+    /// Last change, Unix ms.
+    pub updated_at_ms: i64,
+}
+
+impl From<&AccountDoc> for AccountInfo {
+    fn from(a: &AccountDoc) -> Self {
+        AccountInfo {
+            id: a.id.clone(),
+            state: a.state,
+            rate_limit: a.rate_limit,
+            created_at_ms: a.created_at.timestamp_millis(),
+            updated_at_ms: a.updated_at.timestamp_millis(),
+        }
     }
 }
 
@@ -117,8 +166,8 @@ pub struct KeyAdmin {
     redis: Option<RedisStore>,
 }
 
-fn now() -> bson::DateTime {
-    bson::DateTime::now()
+fn now() -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::now()
 }
 
 impl KeyAdmin {
@@ -144,7 +193,7 @@ impl KeyAdmin {
         &self,
         id: &AccountId,
         rate_limit: Option<RateLimit>,
-    ) -> Result<AccountDoc, AdminError> {
+    ) -> Result<AccountInfo, KeyAdminError> {
         let at = now();
         let account = AccountDoc {
             id: id.to_string(),
@@ -154,10 +203,9 @@ impl KeyAdmin {
             created_at: at,
             updated_at: at,
         };
-        match self.mongo.accounts().insert_one(&account).await {
-            Ok(_) => Ok(account),
-            Err(e) if is_duplicate(&e) => Err(AdminError::AlreadyExists(format!("account {id}"))),
-            Err(e) => Err(mongo_error(&e).into()),
+        match self.mongo.insert_account(&account).await? {
+            Inserted::Created => Ok(AccountInfo::from(&account)),
+            Inserted::Duplicate => Err(KeyAdminError::AlreadyExists(format!("account {id}"))),
         }
     }
 
@@ -167,20 +215,16 @@ impl KeyAdmin {
         &self,
         id: &AccountId,
         state: AccountState,
-    ) -> Result<AccountDoc, AdminError> {
-        let updated = set_state(&self.mongo.accounts(), id.as_str(), &state)
-            .await?
-            .ok_or_else(|| AdminError::NotFound(format!("account {id}")))?;
-        let mut keys = self
+    ) -> Result<AccountInfo, KeyAdminError> {
+        let updated = self
             .mongo
-            .keys()
-            .find(doc! { "account_id": id.as_str() })
-            .await
-            .map_err(|e| mongo_error(&e))?;
-        while let Some(key) = keys.try_next().await.map_err(|e| mongo_error(&e))? {
+            .set_account_state(id.as_str(), state)
+            .await?
+            .ok_or_else(|| KeyAdminError::NotFound(format!("account {id}")))?;
+        for key in self.mongo.list_keys(Some(id.as_str())).await? {
             self.propagate(&key, &updated).await;
         }
-        Ok(updated)
+        Ok(AccountInfo::from(&updated))
     }
 
     /// Issues a key for an account. Returns the key — the only time it is
@@ -190,28 +234,27 @@ impl KeyAdmin {
         issuer: &KeyIssuer,
         account: &AccountId,
         app: Option<AppName>,
-    ) -> Result<(ApiKey, KeyDoc), AdminError> {
+    ) -> Result<(ApiKey, KeyInfo), KeyAdminError> {
         let account_doc = self.account(account).await?;
         loop {
             let key = issuer.issue();
             let Some(key_id) = key.key_id() else {
-                return Err(AdminError::Invalid("issued key has no id".into()));
+                return Err(KeyAdminError::Invalid("issued key has no id".into()));
             };
             let doc = new_key_doc(key_id, key.digest(), account, app.clone(), false);
-            match self.mongo.keys().insert_one(&doc).await {
-                Ok(_) => {
+            match self.mongo.insert_key(&doc).await? {
+                Inserted::Created => {
                     self.propagate(&doc, &account_doc).await;
-                    return Ok((key, doc));
+                    return Ok((key, KeyInfo::from(&doc)));
                 }
                 // A 64-bit id collision: issue another key.
-                Err(e) if is_duplicate(&e) => continue,
-                Err(e) => return Err(mongo_error(&e).into()),
+                Inserted::Duplicate => continue,
             }
         }
     }
 
     /// Revokes a key by id.
-    pub async fn revoke_key(&self, key_id: KeyId) -> Result<KeyDoc, AdminError> {
+    pub async fn revoke_key(&self, key_id: KeyId) -> Result<KeyInfo, KeyAdminError> {
         self.set_key_state(key_id, KeyState::Revoked).await
     }
 
@@ -220,50 +263,37 @@ impl KeyAdmin {
         &self,
         key_id: KeyId,
         state: KeyState,
-    ) -> Result<KeyDoc, AdminError> {
-        let updated = set_state(&self.mongo.keys(), &key_id.to_string(), &state)
+    ) -> Result<KeyInfo, KeyAdminError> {
+        let updated = self
+            .mongo
+            .set_key_state(&key_id.to_string(), state)
             .await?
-            .ok_or_else(|| AdminError::NotFound(format!("key {key_id}")))?;
+            .ok_or_else(|| KeyAdminError::NotFound(format!("key {key_id}")))?;
         let account = AccountId::parse(&updated.account_id)
-            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+            .map_err(|e| KeyAdminError::Invalid(e.to_string()))?;
         let account_doc = self.account(&account).await?;
         self.propagate(&updated, &account_doc).await;
-        Ok(updated)
+        Ok(KeyInfo::from(&updated))
     }
 
     /// Lists keys, optionally of one account, oldest first.
-    pub async fn list_keys(&self, account: Option<&AccountId>) -> Result<Vec<KeyDoc>, AdminError> {
-        let filter = match account {
-            Some(a) => doc! { "account_id": a.as_str() },
-            None => doc! {},
-        };
-        self.mongo
-            .keys()
-            .find(filter)
-            .sort(doc! { "created_at": 1, "_id": 1 })
-            .await
-            .map_err(|e| mongo_error(&e))?
-            .try_collect()
-            .await
-            .map_err(|e| mongo_error(&e).into())
+    pub async fn list_keys(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<KeyInfo>, KeyAdminError> {
+        let keys = self.mongo.list_keys(account.map(AccountId::as_str)).await?;
+        Ok(keys.iter().map(KeyInfo::from).collect())
     }
 
     /// Lists accounts.
-    pub async fn list_accounts(&self) -> Result<Vec<AccountDoc>, AdminError> {
-        self.mongo
-            .accounts()
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(|e| mongo_error(&e))?
-            .try_collect()
-            .await
-            .map_err(|e| mongo_error(&e).into())
+    pub async fn list_accounts(&self) -> Result<Vec<AccountInfo>, KeyAdminError> {
+        let accounts = self.mongo.list_accounts().await?;
+        Ok(accounts.iter().map(AccountInfo::from).collect())
     }
 
     /// Imports legacy keys. Keys whose digest is already known are left
     /// alone, so an import can be repeated.
-    pub async fn import_legacy(&self, keys: &[LegacyKey]) -> Result<ImportReport, AdminError> {
+    pub async fn import_legacy(&self, keys: &[LegacyKey]) -> Result<ImportReport, KeyAdminError> {
         let mut report = ImportReport::default();
         let mut accounts = std::collections::HashMap::new();
         for k in keys {
@@ -273,27 +303,24 @@ impl KeyAdmin {
         }
         for k in keys {
             let doc = new_key_doc(KeyId::random(), k.digest, &k.account, k.app.clone(), true);
-            match self.mongo.keys().insert_one(&doc).await {
-                Ok(_) => {
+            match self.mongo.insert_key(&doc).await? {
+                Inserted::Created => {
                     report.created += 1;
                     if let Some(account) = accounts.get(&k.account) {
                         self.propagate(&doc, account).await;
                     }
                 }
-                Err(e) if is_duplicate(&e) => report.existing += 1,
-                Err(e) => return Err(mongo_error(&e).into()),
+                Inserted::Duplicate => report.existing += 1,
             }
         }
         Ok(report)
     }
 
-    async fn account(&self, id: &AccountId) -> Result<AccountDoc, AdminError> {
+    async fn account(&self, id: &AccountId) -> Result<AccountDoc, KeyAdminError> {
         self.mongo
-            .accounts()
-            .find_one(doc! { "_id": id.as_str() })
-            .await
-            .map_err(|e| mongo_error(&e))?
-            .ok_or_else(|| AdminError::NotFound(format!("account {id}")))
+            .account(id.as_str())
+            .await?
+            .ok_or_else(|| KeyAdminError::NotFound(format!("account {id}")))
     }
 
     /// Writes the key's record to Redis and tells every authenticator.
@@ -318,31 +345,6 @@ impl KeyAdmin {
         #[cfg(not(feature = "redis"))]
         let _ = (key, account, record_of);
     }
-}
-
-/// Sets a document's `state`, bumping its revision and `updated_at` (what
-/// the key sync follows); returns the updated document, `None` if absent.
-async fn set_state<T, S>(
-    collection: &mongodb::Collection<T>,
-    id: &str,
-    state: &S,
-) -> Result<Option<T>, AdminError>
-where
-    T: serde::de::DeserializeOwned + Send + Sync,
-    S: serde::Serialize,
-{
-    let state = bson::to_bson(state).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    collection
-        .find_one_and_update(
-            doc! { "_id": id },
-            doc! {
-                "$set": { "state": state, "updated_at": now() },
-                "$inc": { "revision": 1 },
-            },
-        )
-        .return_document(ReturnDocument::After)
-        .await
-        .map_err(|e| mongo_error(&e).into())
 }
 
 fn new_key_doc(
