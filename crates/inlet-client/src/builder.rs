@@ -6,7 +6,7 @@ use std::time::Duration;
 use inlet_domain::{ApiKey, AppName, BatchLimits, Environment, KeyError, WireAgent};
 
 use crate::client::Client;
-use crate::stats::ClientEvent;
+use crate::health::ClientEvent;
 use crate::transport::{self, KeyHeader};
 
 /// What to do with data while the key is paused (rejected for longer than

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 use crate::buffer::{BatchHeader, Buffer, Encoded, Item, Shape};
 use crate::builder::{ClientBuilder, Config, Hook};
 use crate::flusher::{self, Lifecycle};
-use crate::stats::{ClientEvent, ClientState, ClientStats, Counters, DropReason, Status, lock};
+use crate::health::{ClientEvent, ClientState, ClientStats, Counters, DropReason, Status, lock};
 use crate::transport::Transport;
 
 /// An Inlet client: record telemetry from anywhere, it is batched, sent

@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use crate::builder::WhenAuthPaused;
 use crate::client::{Shared, ShutdownReport};
+use crate::health::{ClientEvent, ClientState, Counters, DropReason, LastError, lock};
 use crate::policy::{self, BatchFate, Machine, Mode, Step, Timing};
-use crate::stats::{ClientEvent, ClientState, Counters, DropReason, LastError, lock};
 use crate::transport::Transport;
 
 const TARGET: &str = "inlet_client";

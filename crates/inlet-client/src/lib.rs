@@ -80,10 +80,11 @@
 //! - [`response`]: the API's answers ([`Problem`], [`AcceptedBody`]).
 //! - [`buffer`]: [`Item`], the bounded drop-oldest buffer, batch formation
 //!   and body assembly.
-//! - [`stats`]: [`ClientStats`], [`ClientState`], [`ClientEvent`],
+//! - [`health`]: what the client reports about itself: [`ClientStats`],
+//!   [`ClientState`], [`ClientEvent`],
 //!   [`DropReason`], [`LastError`].
 //! - [`transport`]: one HTTP attempt; [`KeyHeader`].
-//! - [`push`]: a single send with no policy, for `inlet push`.
+//! - [`send_once`]: a single send with no policy, for `inlet push`.
 //! - [`load`]: the load generator behind `inlet load`, and synthetic
 //!   batches.
 
@@ -91,19 +92,19 @@ pub mod buffer;
 pub mod builder;
 pub mod client;
 mod flusher;
+pub mod health;
 pub mod load;
 pub mod policy;
-pub mod push;
 pub mod response;
 pub mod retry_after;
-pub mod stats;
+pub mod send_once;
 pub mod transport;
 
 pub use buffer::Item;
 pub use builder::{BuildError, ClientBuilder, WhenAuthPaused};
 pub use client::{Client, ShutdownReport};
+pub use health::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
 pub use response::{AcceptedBody, FieldError, Problem};
-pub use stats::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
 pub use transport::{KeyHeader, TransportError};
 
 /// `docs/client.md`, whose Rust examples are compiled as doc tests so the

@@ -29,8 +29,8 @@ use reqwest::header::{self, HeaderValue};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::health::lock;
 use crate::response::Problem;
-use crate::stats::lock;
 use crate::transport::{self, TransportError};
 
 /// A dispatch more than this late counts as `late`.

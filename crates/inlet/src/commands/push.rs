@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use inlet_client::KeyHeader;
-use inlet_client::push::{PushOutcome, PushRequest, push_once};
+use inlet_client::send_once::{PushOutcome, PushRequest, push_once};
 
 /// `inlet push` options.
 #[derive(Debug, Args)]
