@@ -67,10 +67,19 @@
 //!
 //! # Layout
 //!
-//! - [`builder`]: [`ClientBuilder`] (every option with its default),
-//!   [`WhenAuthPaused`], [`BuildError`].
+//! No two modules import each other. The [`health`] types are the leaf;
+//! the options (`config`) sit on them, the state shared by the handles and
+//! the flusher (`shared`) on both, the client and the flusher on that, and
+//! the builder, which returns a client, on top.
+//!
+//! - [`builder`]: [`ClientBuilder`] (every option with its default, held
+//!   in the one `Config` the client then runs with), [`WhenAuthPaused`],
+//!   [`BuildError`], and [`Client::builder`].
 //! - [`client`]: [`Client`] (recording, `flush`, `stats`, `shutdown`) and
-//!   [`ShutdownReport`]; the state shared with the flusher.
+//!   [`ShutdownReport`].
+//! - `config` (private): the options as one struct; `shared` (private):
+//!   the state shared by the handles and the flusher, and what the handles
+//!   ask of it.
 //! - `flusher` (private): the background task: forms batches, sends one at
 //!   a time, applies the policy.
 //! - [`policy`]: the pure retry policy: status classification, full-jitter
@@ -81,16 +90,17 @@
 //! - [`buffer`]: [`Item`], the bounded drop-oldest buffer, batch formation
 //!   and body assembly.
 //! - [`health`]: what the client reports about itself: [`ClientStats`],
-//!   [`ClientState`], [`ClientEvent`],
-//!   [`DropReason`], [`LastError`].
+//!   [`ClientState`], [`ClientEvent`], [`DropReason`], [`LastError`].
 //! - [`transport`]: one HTTP attempt; [`KeyHeader`].
-//! - [`send_once`]: a single send with no policy, for `inlet push`.
+//! - [`send_once`]: a single send with no policy and no local checks, the
+//!   engine of `inlet push`.
 //! - [`load`]: the load generator behind `inlet load`, and synthetic
 //!   batches.
 
 pub mod buffer;
 pub mod builder;
 pub mod client;
+mod config;
 mod flusher;
 pub mod health;
 pub mod load;
@@ -98,6 +108,7 @@ pub mod policy;
 pub mod response;
 pub mod retry_after;
 pub mod send_once;
+mod shared;
 pub mod transport;
 
 pub use buffer::Item;
