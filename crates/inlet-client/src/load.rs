@@ -175,33 +175,6 @@ struct Tallies {
     bytes: u64,
 }
 
-/// Parses a duration such as `30s`, `500ms`, `2m`, `1h` or `45` (seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 500ms, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3_600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 * 365.0 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// How many distinct bodies the pool holds.
 const POOL_SIZE: usize = 64;
 /// How often the pool is regenerated, so timestamps stay close to now.
@@ -716,18 +689,5 @@ mod tests {
         assert_eq!(Latency::of(&mut []), Latency::default());
         let mut one = vec![7_000];
         assert_eq!(Latency::of(&mut one).p99, 7.0);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "0s", "-1s", "3 fortnights", "1e9h"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod duration;
 
 // mimalloc: the push path allocates per request (bodies, envelopes, JSON);
 // glibc malloc showed up as ~11 % of the API's CPU under load.

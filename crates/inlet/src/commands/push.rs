@@ -34,7 +34,7 @@ pub struct PushArgs {
     #[arg(long)]
     no_gzip: bool,
     /// Bound on the request, e.g. 10s or 500ms.
-    #[arg(long, default_value = "10s", value_parser = inlet_client::load::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
     timeout: Duration,
     /// Print the outcome as JSON.
     #[arg(long)]
