@@ -91,11 +91,13 @@
 //!   and body assembly.
 //! - [`health`]: what the client reports about itself: [`ClientStats`],
 //!   [`ClientState`], [`ClientEvent`], [`DropReason`], [`LastError`].
-//! - [`transport`]: one HTTP attempt; [`KeyHeader`].
+//! - [`transport`]: one HTTP attempt; [`KeyHeader`]; the push URL of an
+//!   endpoint.
 //! - [`send_once`]: a single send with no policy and no local checks, the
 //!   engine of `inlet push`.
-//! - [`load`]: the load generator behind `inlet load`, and synthetic
-//!   batches.
+//!
+//! The load generator behind `inlet load` is not part of this library: it
+//! is the `inlet-load` crate.
 
 pub mod buffer;
 pub mod builder;
@@ -103,7 +105,6 @@ pub mod client;
 mod config;
 mod flusher;
 pub mod health;
-pub mod load;
 pub mod policy;
 pub mod response;
 pub mod retry_after;

@@ -1,7 +1,7 @@
 //! `inlet load`: generate realistic push traffic and report throughput and
 //! latency.
 //!
-//! The engine is `inlet_client::load` (open-loop dispatch at the target
+//! The engine is the `inlet-load` crate (open-loop dispatch at the target
 //! rate, one pooled HTTP client, bodies generated per request with `now`
 //! timestamps and fresh batch ids, each request sent once). This module
 //! reads the keys, runs it and prints the report.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use inlet_client::load::{self, LoadPlan, LoadReport};
+use inlet_load::{LoadPlan, LoadReport};
 
 use crate::duration::parse_duration;
 
@@ -85,7 +85,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         endpoint = %args.endpoint,
         "generating load"
     );
-    let report = load::run(LoadPlan {
+    let report = inlet_load::run(LoadPlan {
         endpoint: args.endpoint,
         keys,
         agents: args.agents,
