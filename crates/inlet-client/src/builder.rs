@@ -6,25 +6,10 @@ use std::time::Duration;
 use inlet_domain::{ApiKey, AppName, BatchLimits, Environment, KeyError, WireAgent};
 
 use crate::client::Client;
-use crate::stats::ClientEvent;
+pub use crate::config::WhenAuthPaused;
+use crate::config::{Config, Hook};
+use crate::health::ClientEvent;
 use crate::transport::{self, KeyHeader};
-
-/// What to do with data while the key is paused (rejected for longer than
-/// the auth grace window).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WhenAuthPaused {
-    /// Keep recording into the bounded buffer (oldest dropped first when it
-    /// is full): nothing is lost if the key is restored before the buffer
-    /// wraps. The default.
-    #[default]
-    Keep,
-    /// Drop the buffer when the pause begins and every item recorded while
-    /// paused (counted as `auth_paused_drop`); only the probe batch is
-    /// kept. For hosts that cannot spare the memory.
-    Drop,
-}
-
-pub(crate) type Hook = Arc<dyn Fn(&ClientEvent) + Send + Sync>;
 
 /// Why a client could not be built. Each variant names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -59,26 +44,6 @@ pub enum BuildError {
     Http(#[source] reqwest::Error),
 }
 
-/// The validated configuration a client runs with.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub agent: WireAgent,
-    pub app: String,
-    pub environment: String,
-    pub max_buffer_bytes: usize,
-    pub max_batch_bytes: usize,
-    pub max_batch_items: usize,
-    pub flush_interval: Duration,
-    pub request_timeout: Duration,
-    pub gzip: bool,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    pub auth_grace: Duration,
-    pub probe_interval: Duration,
-    pub when_auth_paused: WhenAuthPaused,
-    pub limits: BatchLimits,
-}
-
 /// Builds a [`Client`]. Start with [`Client::builder`].
 ///
 /// Only `app` is required beyond the endpoint and key; every other option
@@ -87,25 +52,10 @@ pub(crate) struct Config {
 pub struct ClientBuilder {
     endpoint: String,
     key: String,
-    agent_name: String,
-    agent_version: String,
-    hostname: Option<String>,
-    app: Option<String>,
-    environment: String,
-    max_buffer_bytes: usize,
-    max_batch_bytes: usize,
-    max_batch_items: usize,
-    flush_interval: Duration,
-    request_timeout: Duration,
-    gzip: bool,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    auth_grace: Duration,
-    probe_interval: Duration,
-    when_auth_paused: WhenAuthPaused,
     key_header: KeyHeader,
-    limits: BatchLimits,
     hook: Option<Hook>,
+    /// Every other option, as the client will run with it once validated.
+    config: Config,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -113,8 +63,8 @@ impl std::fmt::Debug for ClientBuilder {
         // Never the key.
         f.debug_struct("ClientBuilder")
             .field("endpoint", &self.endpoint)
-            .field("app", &self.app)
-            .field("environment", &self.environment)
+            .field("app", &self.config.app)
+            .field("environment", &self.config.environment)
             .finish_non_exhaustive()
     }
 }
@@ -126,45 +76,58 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 512 << 10;
 /// Default of [`ClientBuilder::max_batch_items`].
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
 
+impl Client {
+    /// Starts configuring a client for the push API at `endpoint` (a base
+    /// URL such as `https://inlet.example.com`; `/v1/push` is appended) with
+    /// the API key `key`.
+    pub fn builder(endpoint: &str, key: &str) -> ClientBuilder {
+        ClientBuilder::new(endpoint, key)
+    }
+}
+
 impl ClientBuilder {
-    pub(crate) fn new(endpoint: &str, key: &str) -> ClientBuilder {
+    fn new(endpoint: &str, key: &str) -> ClientBuilder {
         ClientBuilder {
             endpoint: endpoint.to_owned(),
             key: key.to_owned(),
-            agent_name: "inlet-rust".to_owned(),
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            hostname: detect_hostname(),
-            app: None,
-            environment: "production".to_owned(),
-            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
-            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
-            max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
-            flush_interval: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(10),
-            gzip: true,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            auth_grace: Duration::from_secs(300),
-            probe_interval: Duration::from_secs(300),
-            when_auth_paused: WhenAuthPaused::Keep,
             key_header: KeyHeader::Bearer,
-            limits: BatchLimits::default(),
             hook: None,
+            config: Config {
+                agent: WireAgent {
+                    name: "inlet-rust".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    hostname: detect_hostname(),
+                },
+                app: String::new(),
+                environment: "production".to_owned(),
+                max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+                max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+                max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
+                flush_interval: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(10),
+                gzip: true,
+                initial_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(60),
+                auth_grace: Duration::from_secs(300),
+                probe_interval: Duration::from_secs(300),
+                when_auth_paused: WhenAuthPaused::Keep,
+                limits: BatchLimits::default(),
+            },
         }
     }
 
     /// The agent's name and version, sent with every batch. Default
     /// `inlet-rust` and this crate's version.
     pub fn agent(mut self, name: &str, version: &str) -> Self {
-        name.clone_into(&mut self.agent_name);
-        version.clone_into(&mut self.agent_version);
+        name.clone_into(&mut self.config.agent.name);
+        version.clone_into(&mut self.config.agent.version);
         self
     }
 
     /// The host the agent runs on. Default: `$HOSTNAME`, else the kernel's
     /// host name, else none.
     pub fn hostname(mut self, hostname: &str) -> Self {
-        self.hostname = Some(hostname.to_owned());
+        self.config.agent.hostname = Some(hostname.to_owned());
         self
     }
 
@@ -172,13 +135,13 @@ impl ClientBuilder {
     /// `inlet_domain::AppName` allows. A key restricted to another app gets
     /// 403.
     pub fn app(mut self, app: &str) -> Self {
-        self.app = Some(app.to_owned());
+        app.clone_into(&mut self.config.app);
         self
     }
 
     /// The deployment environment. Default `production`.
     pub fn environment(mut self, environment: &str) -> Self {
-        environment.clone_into(&mut self.environment);
+        environment.clone_into(&mut self.config.environment);
         self
     }
 
@@ -188,7 +151,7 @@ impl ClientBuilder {
     /// so memory peaks at about this plus twice `max_batch_bytes`.
     /// Default 8 MiB.
     pub fn max_buffer_bytes(mut self, bytes: usize) -> Self {
-        self.max_buffer_bytes = bytes;
+        self.config.max_buffer_bytes = bytes;
         self
     }
 
@@ -196,7 +159,7 @@ impl ClientBuilder {
     /// decompressed limit (8 MiB) and, with gzip off, under its body limit
     /// (1 MiB). Default 512 KiB.
     pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
-        self.max_batch_bytes = bytes;
+        self.config.max_batch_bytes = bytes;
         self
     }
 
@@ -204,14 +167,14 @@ impl ClientBuilder {
     /// transactions, 5000 metrics, 500 errors — apply as well). Default
     /// 1000.
     pub fn max_batch_items(mut self, items: usize) -> Self {
-        self.max_batch_items = items;
+        self.config.max_batch_items = items;
         self
     }
 
     /// How often buffered items are sent when no full batch has formed.
     /// A full batch goes at once. Default 10 s.
     pub fn flush_interval(mut self, interval: Duration) -> Self {
-        self.flush_interval = interval;
+        self.config.flush_interval = interval;
         self
     }
 
@@ -219,27 +182,27 @@ impl ClientBuilder {
     /// is retried like a 503 (with the same `batch_id`, so a request that
     /// did arrive is stored once). Default 10 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.config.request_timeout = timeout;
         self
     }
 
     /// Whether bodies are gzip-compressed (`Content-Encoding: gzip`).
     /// Default on.
     pub fn gzip(mut self, on: bool) -> Self {
-        self.gzip = on;
+        self.config.gzip = on;
         self
     }
 
     /// Ceiling of the first retry's random wait; each further consecutive
     /// failure doubles it. Default 1 s.
     pub fn initial_backoff(mut self, backoff: Duration) -> Self {
-        self.initial_backoff = backoff;
+        self.config.initial_backoff = backoff;
         self
     }
 
     /// Cap of the backoff ceiling. Default 60 s.
     pub fn max_backoff(mut self, backoff: Duration) -> Self {
-        self.max_backoff = backoff;
+        self.config.max_backoff = backoff;
         self
     }
 
@@ -248,21 +211,21 @@ impl ClientBuilder {
     /// probes. Measured from the first rejection of the run; any success
     /// ends the run. Default 5 min.
     pub fn auth_grace(mut self, grace: Duration) -> Self {
-        self.auth_grace = grace;
+        self.config.auth_grace = grace;
         self
     }
 
     /// How often a paused client probes with one batch, unless the server
     /// says otherwise (`probe_after_s`). Default 5 min.
     pub fn probe_interval(mut self, interval: Duration) -> Self {
-        self.probe_interval = interval;
+        self.config.probe_interval = interval;
         self
     }
 
     /// What happens to data while paused. Default
     /// [`WhenAuthPaused::Keep`].
     pub fn when_auth_paused(mut self, policy: WhenAuthPaused) -> Self {
-        self.when_auth_paused = policy;
+        self.config.when_auth_paused = policy;
         self
     }
 
@@ -276,7 +239,7 @@ impl ClientBuilder {
     /// items are checked against them as they are recorded, and batches
     /// respect the per-kind counts. Default: the server's defaults.
     pub fn batch_limits(mut self, limits: BatchLimits) -> Self {
-        self.limits = limits;
+        self.config.limits = limits;
         self
     }
 
@@ -323,18 +286,23 @@ impl ClientBuilder {
         Ok(Client::start(config, transport, self.hook, &runtime))
     }
 
+    /// Checks every option; returns the configuration the client runs
+    /// with (the environment folded to lower case, as the server does).
     fn validate(&self) -> Result<Config, BuildError> {
+        let c = &self.config;
         let bad =
             |option: &'static str, reason: String| BuildError::InvalidOption { option, reason };
-        let app = self
-            .app
-            .as_deref()
-            .ok_or_else(|| bad("app", "required: the monitored application's name".into()))?;
-        AppName::parse(app).map_err(|e| bad("app", e.to_string()))?;
+        if c.app.is_empty() {
+            return Err(bad(
+                "app",
+                "required: the monitored application's name".into(),
+            ));
+        }
+        AppName::parse(&c.app).map_err(|e| bad("app", e.to_string()))?;
         let environment =
-            Environment::parse(&self.environment).map_err(|e| bad("environment", e.to_string()))?;
-        let max_name = self.limits.max_name_len;
-        for (option, value) in [("agent", &self.agent_name), ("agent", &self.agent_version)] {
+            Environment::parse(&c.environment).map_err(|e| bad("environment", e.to_string()))?;
+        let max_name = c.limits.max_name_len;
+        for (option, value) in [("agent", &c.agent.name), ("agent", &c.agent.version)] {
             if value.is_empty()
                 || value.chars().count() > max_name
                 || value.chars().any(char::is_control)
@@ -345,7 +313,7 @@ impl ClientBuilder {
                 ));
             }
         }
-        if let Some(h) = &self.hostname
+        if let Some(h) = &c.agent.hostname
             && (h.is_empty() || h.chars().count() > max_name || h.chars().any(char::is_control))
         {
             return Err(bad(
@@ -353,63 +321,46 @@ impl ClientBuilder {
                 format!("needs 1-{max_name} printable characters"),
             ));
         }
-        if self.max_batch_items == 0 {
+        if c.max_batch_items == 0 {
             return Err(bad("max_batch_items", "must be at least 1".into()));
         }
-        if !(1024..=8 << 20).contains(&self.max_batch_bytes) {
+        if !(1024..=8 << 20).contains(&c.max_batch_bytes) {
             return Err(bad(
                 "max_batch_bytes",
                 "must be between 1 KiB and 8 MiB (the server's decompressed limit)".into(),
             ));
         }
-        if !self.gzip && self.max_batch_bytes > 1 << 20 {
+        if !c.gzip && c.max_batch_bytes > 1 << 20 {
             return Err(bad(
                 "max_batch_bytes",
                 "must be at most 1 MiB without gzip (the server's body limit)".into(),
             ));
         }
-        if self.max_buffer_bytes < self.max_batch_bytes {
+        if c.max_buffer_bytes < c.max_batch_bytes {
             return Err(bad(
                 "max_buffer_bytes",
                 "must be at least max_batch_bytes".into(),
             ));
         }
         for (option, d) in [
-            ("flush_interval", self.flush_interval),
-            ("request_timeout", self.request_timeout),
-            ("initial_backoff", self.initial_backoff),
-            ("probe_interval", self.probe_interval),
+            ("flush_interval", c.flush_interval),
+            ("request_timeout", c.request_timeout),
+            ("initial_backoff", c.initial_backoff),
+            ("probe_interval", c.probe_interval),
         ] {
             if d.is_zero() {
                 return Err(bad(option, "must be more than zero".into()));
             }
         }
-        if self.max_backoff < self.initial_backoff {
+        if c.max_backoff < c.initial_backoff {
             return Err(bad(
                 "max_backoff",
                 "must be at least initial_backoff".into(),
             ));
         }
         Ok(Config {
-            agent: WireAgent {
-                name: self.agent_name.clone(),
-                version: self.agent_version.clone(),
-                hostname: self.hostname.clone(),
-            },
-            app: app.to_owned(),
             environment: environment.as_str().to_owned(),
-            max_buffer_bytes: self.max_buffer_bytes,
-            max_batch_bytes: self.max_batch_bytes,
-            max_batch_items: self.max_batch_items,
-            flush_interval: self.flush_interval,
-            request_timeout: self.request_timeout,
-            gzip: self.gzip,
-            initial_backoff: self.initial_backoff,
-            max_backoff: self.max_backoff,
-            auth_grace: self.auth_grace,
-            probe_interval: self.probe_interval,
-            when_auth_paused: self.when_auth_paused,
-            limits: self.limits.clone(),
+            ..c.clone()
         })
     }
 }
@@ -429,7 +380,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::Client;
 
     const KEY: &str = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
 

@@ -17,10 +17,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
-use crate::builder::WhenAuthPaused;
-use crate::client::{Shared, ShutdownReport};
+use crate::config::WhenAuthPaused;
+use crate::health::{ClientEvent, ClientState, Counters, DropReason, LastError, lock};
 use crate::policy::{self, BatchFate, Machine, Mode, Step, Timing};
-use crate::stats::{ClientEvent, ClientState, Counters, DropReason, LastError, lock};
+use crate::shared::{Lifecycle, Shared, ShutdownReport};
 use crate::transport::Transport;
 
 const TARGET: &str = "inlet_client";
@@ -28,20 +28,6 @@ const TARGET: &str = "inlet_client";
 /// Bodies larger than this are compressed on the blocking pool rather
 /// than on the runtime's worker thread.
 const COMPRESS_INLINE_MAX: usize = 64 * 1024;
-
-/// What the client asks of the flusher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lifecycle {
-    Running,
-    /// Flush everything, then stop; stop anyway at `deadline`.
-    Draining {
-        deadline: Instant,
-        /// When `shutdown` was called.
-        started: Instant,
-        /// Items accepted before the call (for the report).
-        accepted_before: u64,
-    },
-}
 
 /// A batch being sent.
 #[derive(Debug)]
@@ -457,28 +443,8 @@ async fn interrupted(life: &mut watch::Receiver<Lifecycle>) -> Interrupt {
 /// Every handle was dropped without `shutdown`: stop, counting what is
 /// lost.
 fn abandon(shared: &Shared) {
-    let report = abandoned_report(shared);
+    let report = shared.abandoned_report();
     if report.left_items > 0 {
         warn!(target: TARGET, left = report.left_items, "client dropped without shutdown: buffered data discarded");
-    }
-}
-
-/// Stops the client from outside the flusher and reports what was left.
-pub(crate) fn abandoned_report(shared: &Shared) -> ShutdownReport {
-    shared.stopped.store(true, Ordering::Release);
-    let in_flight = {
-        let mut status = lock(&shared.status);
-        status.state = ClientState::Stopped;
-        std::mem::take(&mut status.in_flight_items) as u64
-    };
-    let buffered = lock(&shared.buffer).clear() as u64;
-    shared.dropped(DropReason::Shutdown, buffered + in_flight, None);
-    ShutdownReport {
-        delivered_items: 0,
-        left_items: buffered + in_flight,
-        unconfirmed_items: in_flight,
-        deadline_reached: false,
-        elapsed: Duration::ZERO,
-        stats: shared.stats(),
     }
 }

@@ -67,10 +67,19 @@
 //!
 //! # Layout
 //!
-//! - [`builder`]: [`ClientBuilder`] (every option with its default),
-//!   [`WhenAuthPaused`], [`BuildError`].
+//! No two modules import each other. The [`health`] types are the leaf;
+//! the options (`config`) sit on them, the state shared by the handles and
+//! the flusher (`shared`) on both, the client and the flusher on that, and
+//! the builder, which returns a client, on top.
+//!
+//! - [`builder`]: [`ClientBuilder`] (every option with its default, held
+//!   in the one `Config` the client then runs with), [`WhenAuthPaused`],
+//!   [`BuildError`], and [`Client::builder`].
 //! - [`client`]: [`Client`] (recording, `flush`, `stats`, `shutdown`) and
-//!   [`ShutdownReport`]; the state shared with the flusher.
+//!   [`ShutdownReport`].
+//! - `config` (private): the options as one struct; `shared` (private):
+//!   the state shared by the handles and the flusher, and what the handles
+//!   ask of it.
 //! - `flusher` (private): the background task: forms batches, sends one at
 //!   a time, applies the policy.
 //! - [`policy`]: the pure retry policy: status classification, full-jitter
@@ -80,30 +89,34 @@
 //! - [`response`]: the API's answers ([`Problem`], [`AcceptedBody`]).
 //! - [`buffer`]: [`Item`], the bounded drop-oldest buffer, batch formation
 //!   and body assembly.
-//! - [`stats`]: [`ClientStats`], [`ClientState`], [`ClientEvent`],
-//!   [`DropReason`], [`LastError`].
-//! - [`transport`]: one HTTP attempt; [`KeyHeader`].
-//! - [`push`]: a single send with no policy, for `inlet push`.
-//! - [`load`]: the load generator behind `inlet load`, and synthetic
-//!   batches.
+//! - [`health`]: what the client reports about itself: [`ClientStats`],
+//!   [`ClientState`], [`ClientEvent`], [`DropReason`], [`LastError`].
+//! - [`transport`]: one HTTP attempt; [`KeyHeader`]; the push URL of an
+//!   endpoint.
+//! - [`send_once`]: a single send with no policy and no local checks, the
+//!   engine of `inlet push`.
+//!
+//! The load generator behind `inlet load` is not part of this library: it
+//! is the `inlet-load` crate.
 
 pub mod buffer;
 pub mod builder;
 pub mod client;
+mod config;
 mod flusher;
-pub mod load;
+pub mod health;
 pub mod policy;
-pub mod push;
 pub mod response;
 pub mod retry_after;
-pub mod stats;
+pub mod send_once;
+mod shared;
 pub mod transport;
 
 pub use buffer::Item;
 pub use builder::{BuildError, ClientBuilder, WhenAuthPaused};
 pub use client::{Client, ShutdownReport};
+pub use health::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
 pub use response::{AcceptedBody, FieldError, Problem};
-pub use stats::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
 pub use transport::{KeyHeader, TransportError};
 
 /// `docs/client.md`, whose Rust examples are compiled as doc tests so the

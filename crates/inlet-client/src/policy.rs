@@ -15,9 +15,10 @@
 
 use std::time::{Duration, Instant};
 
+use inlet_domain::backoff::{self, Jitter};
 use rand::Rng;
 
-use crate::stats::DropReason;
+use crate::health::DropReason;
 
 /// What an answer means for the batch that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,32 +64,17 @@ pub fn classify(
     }
 }
 
-/// The ceiling of the `n`th backoff (`n` = 0 for the first retry):
-/// `min(max, initial × 2ⁿ)`, saturating.
-pub fn backoff_ceiling(initial: Duration, max: Duration, n: u32) -> Duration {
-    let factor = 1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX);
-    initial.saturating_mul(factor).min(max)
-}
-
-/// Full jitter: a uniformly random wait in `[0, backoff_ceiling(n)]`.
-///
-/// Spreading every wait over the whole range (rather than adding a little
-/// noise to a fixed wait) is what keeps a fleet of agents that all failed
-/// at the same moment from coming back at the same moment.
-pub fn full_jitter<R: Rng + ?Sized>(
-    initial: Duration,
-    max: Duration,
-    n: u32,
-    rng: &mut R,
-) -> Duration {
-    let ceiling = backoff_ceiling(initial, max, n);
-    ceiling.mul_f64(rng.random::<f64>())
-}
-
 /// The wait before retrying after the `n`th consecutive failure (`n` = 0
 /// for the first retry), honouring the server's minimum.
 ///
-/// With a server minimum `m`: `max(m, full_jitter(n))`, plus up to 10 % of
+/// Without a minimum: full jitter ([`Jitter::Full`]), a uniformly random
+/// wait in `[0, ceiling(n)]` where the ceiling
+/// ([`inlet_domain::backoff::ceiling`]) is `min(max, initial × 2ⁿ)`.
+/// Spreading every wait over the whole range (rather than adding a little
+/// noise to a fixed wait) is what keeps a fleet of agents that all failed
+/// at the same moment from coming back at the same moment.
+///
+/// With a server minimum `m`: `max(m, full jitter)`, plus up to 10 % of
 /// `m` more, so agents given the same `Retry-After` by a proxy that does
 /// not jitter it do not return in lockstep either.
 pub fn retry_delay<R: Rng + ?Sized>(
@@ -98,7 +84,7 @@ pub fn retry_delay<R: Rng + ?Sized>(
     at_least: Option<Duration>,
     rng: &mut R,
 ) -> Duration {
-    let jitter = full_jitter(initial, max, n, rng);
+    let jitter = Jitter::Full.apply(backoff::ceiling(initial, max, n), initial, rng);
     match at_least {
         None => jitter,
         Some(min) => jitter.max(min) + (min / 10).mul_f64(rng.random::<f64>()),
@@ -251,10 +237,11 @@ impl Machine {
                     self.failures = self.failures.saturating_add(1);
                     Step::Paused { until, entered }
                 } else {
-                    let delay = full_jitter(
+                    let delay = retry_delay(
                         self.timing.initial_backoff,
                         self.timing.max_backoff,
                         self.failures,
+                        None,
                         rng,
                     );
                     self.failures = self.failures.saturating_add(1);
@@ -329,17 +316,19 @@ mod tests {
     #[test]
     fn ceiling_doubles_and_caps() {
         let (i, m) = (S, 60 * S);
-        let ceilings: Vec<u64> = (0..8).map(|n| backoff_ceiling(i, m, n).as_secs()).collect();
+        let ceilings: Vec<u64> = (0..8)
+            .map(|n| backoff::ceiling(i, m, n).as_secs())
+            .collect();
         assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60]);
         // No overflow, however many failures.
-        assert_eq!(backoff_ceiling(i, m, 40), m);
-        assert_eq!(backoff_ceiling(i, m, u32::MAX), m);
+        assert_eq!(backoff::ceiling(i, m, 40), m);
+        assert_eq!(backoff::ceiling(i, m, u32::MAX), m);
         assert_eq!(
-            backoff_ceiling(Duration::from_secs(u64::MAX / 2), Duration::MAX, 5),
+            backoff::ceiling(Duration::from_secs(u64::MAX / 2), Duration::MAX, 5),
             Duration::MAX
         );
         assert_eq!(
-            backoff_ceiling(Duration::from_millis(100), m, 3),
+            backoff::ceiling(Duration::from_millis(100), m, 3),
             Duration::from_millis(800)
         );
     }
@@ -348,7 +337,7 @@ mod tests {
     fn full_jitter_covers_the_whole_range() {
         let mut rng = StdRng::seed_from_u64(7);
         let samples: Vec<Duration> = (0..2000)
-            .map(|_| full_jitter(S, 60 * S, 2, &mut rng))
+            .map(|_| retry_delay(S, 60 * S, 2, None, &mut rng))
             .collect();
         assert!(samples.iter().all(|d| *d <= 4 * S));
         let min = samples.iter().min().unwrap();
@@ -389,7 +378,7 @@ mod tests {
                     at,
                     grace_left,
                 } => {
-                    assert!(delay <= backoff_ceiling(S, 60 * S, n));
+                    assert!(delay <= backoff::ceiling(S, 60 * S, n));
                     assert_eq!(at, t0 + delay);
                     assert_eq!(grace_left, None);
                     assert_eq!(m.ready_at(), Some(at));

@@ -34,7 +34,9 @@ pub struct TransportError {
 }
 
 impl TransportError {
-    pub(crate) fn from_reqwest(e: &reqwest::Error) -> TransportError {
+    /// Classifies a `reqwest` error by what went wrong (`kind`) and keeps
+    /// its whole chain as the message.
+    pub fn from_reqwest(e: &reqwest::Error) -> TransportError {
         let kind = if e.is_timeout() {
             "timeout"
         } else if e.is_connect() {
@@ -57,8 +59,8 @@ impl TransportError {
 
 /// Normalizes an endpoint into the push URL: a base URL gets `v1/push`
 /// appended (keeping any path prefix); a URL already ending in `/v1/push`
-/// is used as is.
-pub(crate) fn push_url(endpoint: &str) -> Result<reqwest::Url, String> {
+/// is used as is. The error says what is wrong with the endpoint.
+pub fn push_url(endpoint: &str) -> Result<reqwest::Url, String> {
     let mut url = reqwest::Url::parse(endpoint.trim()).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme {:?} is not http or https", url.scheme()));

@@ -511,6 +511,26 @@ async fn push_and_load_commands_against_a_real_api() {
     assert!(out.contains("statuses    202: "), "{out}");
     assert!(out.contains("latency ms  p50 "), "{out}");
 
+    // Durations need a unit: a bare number is refused, naming the flag,
+    // before anything is sent.
+    let out = env.run(&[
+        "load",
+        "--rate",
+        "20",
+        "--duration",
+        "5",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--duration") && err.contains("5s or 5m"),
+        "{err}"
+    );
+
     let status = api.terminate().await;
     assert!(status.success(), "{status:?}");
     env.cleanup().await;

@@ -1,7 +1,7 @@
 //! `inlet load`: generate realistic push traffic and report throughput and
 //! latency.
 //!
-//! The engine is `inlet_client::load` (open-loop dispatch at the target
+//! The engine is the `inlet-load` crate (open-loop dispatch at the target
 //! rate, one pooled HTTP client, bodies generated per request with `now`
 //! timestamps and fresh batch ids, each request sent once). This module
 //! reads the keys, runs it and prints the report.
@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use inlet_client::load::{self, LoadPlan, LoadReport};
+use inlet_load::{LoadPlan, LoadReport};
+
+use crate::duration::parse_duration;
 
 /// `inlet load` options.
 #[derive(Debug, Args)]
@@ -21,8 +23,9 @@ pub struct LoadArgs {
     /// Aggregate target rate, requests per second.
     #[arg(long)]
     rate: f64,
-    /// How long to send, e.g. 30s, 500ms, 2m.
-    #[arg(long, value_parser = load::parse_duration)]
+    /// How long to send, with a unit: 30s, 500ms, 2m (a bare number is
+    /// refused).
+    #[arg(long, value_parser = parse_duration)]
     duration: Duration,
     /// File with one API key per line (blank lines and `#` comments are
     /// skipped). Simulated agents use them round-robin.
@@ -44,8 +47,8 @@ pub struct LoadArgs {
     /// Send bodies uncompressed (default: gzip).
     #[arg(long)]
     no_gzip: bool,
-    /// Bound on each request.
-    #[arg(long, default_value = "10s", value_parser = load::parse_duration)]
+    /// Bound on each request, with a unit (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
     /// The `app` of every batch (a key restricted to another app gets 403).
     #[arg(long, default_value = "shop")]
@@ -82,7 +85,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         endpoint = %args.endpoint,
         "generating load"
     );
-    let report = load::run(LoadPlan {
+    let report = inlet_load::run(LoadPlan {
         endpoint: args.endpoint,
         keys,
         agents: args.agents,

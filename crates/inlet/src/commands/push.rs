@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use inlet_client::KeyHeader;
-use inlet_client::push::{PushOutcome, PushRequest, push_once};
+use inlet_client::send_once::{PushOutcome, PushRequest, push_once};
 
 /// `inlet push` options.
 #[derive(Debug, Args)]
@@ -33,8 +33,8 @@ pub struct PushArgs {
     /// Send the body uncompressed (default: gzip).
     #[arg(long)]
     no_gzip: bool,
-    /// Bound on the request, e.g. 10s or 500ms (a unit is required).
-    #[arg(long, default_value = "10s", value_parser = request_timeout)]
+    /// Bound on the request, e.g. 10s or 500ms.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
     timeout: Duration,
     /// Print the outcome as JSON.
     #[arg(long)]
@@ -43,14 +43,6 @@ pub struct PushArgs {
 
 /// A request bound: a duration ([`crate::duration::parse_duration`]) above
 /// zero and at most a year.
-fn request_timeout(s: &str) -> Result<Duration, String> {
-    let d = crate::duration::parse_duration(s)?;
-    if d.is_zero() || d > Duration::from_secs(86_400 * 365) {
-        return Err(format!("{:?} is out of range", s.trim()));
-    }
-    Ok(d)
-}
-
 /// Sends the batch and prints the outcome.
 pub async fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
     let body = match &args.file {
