@@ -13,6 +13,24 @@
 //! existing collection is treated as done), so a run interrupted midway is
 //! simply completed by the next one. A migration edited after it was
 //! applied is refused: write a new one instead.
+//!
+//! The runner knows no collection of its own besides `_migrations`: the
+//! migrations Inlet ships ([`shipped`], from the repository's
+//! `migrations/`) create the key store's collections (`inlet-auth`) and the
+//! worker's aggregates (`inlet-worker`) alike, so both, and the `inlet
+//! migrate` command, use this crate. No features.
+//!
+//! # Using it from another service
+//!
+//! ```no_run
+//! # async fn run(db: mongodb::Database) -> Result<(), inlet_migrate::MigrateError> {
+//! use inlet_migrate::{Migration, Migrator};
+//!
+//! let migrations = Migration::load_dir(std::path::Path::new("migrations"))?;
+//! let applied = Migrator::new(db, migrations)?.run().await?;
+//! println!("applied {applied:?}");
+//! # Ok(()) }
+//! ```
 
 use std::path::Path;
 

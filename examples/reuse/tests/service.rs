@@ -52,7 +52,10 @@ async fn redis_keys_authenticate_and_accepted_payloads_are_queued() {
         ..RedisSettings::default()
     };
     let queue = QueueSettings {
-        url: env("INLET_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        url: env(
+            "INLET_TEST_AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ),
         prefix: format!("inlet-reuse-test.{id}"),
         ..QueueSettings::default()
     };
@@ -87,7 +90,12 @@ async fn redis_keys_authenticate_and_accepted_payloads_are_queued() {
     ));
 
     // The known key authenticates and its payload is confirmed.
-    assert!(intake.publisher().wait_connected(Duration::from_secs(10)).await);
+    assert!(
+        intake
+            .publisher()
+            .wait_connected(Duration::from_secs(10))
+            .await
+    );
     let body = format!("{{\"reuse\":\"{id}\"}}");
     let outcome = intake
         .accept(Some(&known), body.clone().into_bytes())
@@ -141,6 +149,8 @@ async fn redis_keys_authenticate_and_accepted_payloads_are_queued() {
     // Clean up the shared services.
     store.clear().await.unwrap();
     let cleanup = amqp.create_channel().await.unwrap();
-    inlet_queue::topology::delete(&cleanup, &names).await.unwrap();
+    inlet_queue::topology::delete(&cleanup, &names)
+        .await
+        .unwrap();
     let _ = amqp.close(200, "test done".into()).await;
 }
