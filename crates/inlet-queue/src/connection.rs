@@ -5,7 +5,8 @@
 //! lapin's built-in auto-recovery is deliberately not used: with it,
 //! pending confirms hang for the whole outage (and forever if its retries
 //! run out), and broker-closed channels are never recovered. Instead each
-//! publisher and consumer runs a supervisor task that drops a failed
+//! publisher and consumer runs a task of the crate's one connection
+//! supervisor (the private `supervisor` module), which drops a failed
 //! connection, waits a jittered backoff, and builds everything again
 //! (connection, topology, channels, consumer).
 
