@@ -34,12 +34,13 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use inlet_domain::backoff::{Backoff, Jitter};
 use lapin::{Channel, Connection, Event};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::connection::{Backoff, ConnectionState, close_quietly, open};
+use crate::connection::{ConnectionState, close_quietly, open};
 use crate::error::QueueError;
 use crate::metrics::{QueueMetrics, Role};
 use crate::settings::QueueSettings;
@@ -141,7 +142,7 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
     let label = role.role().as_str();
     let settings = role.settings();
     let metrics = role.metrics();
-    let mut backoff = Backoff::new(settings);
+    let mut backoff = reconnect_backoff(settings);
     let mut connected_before = false;
     loop {
         let attempt = tokio::select! {
@@ -259,6 +260,18 @@ async fn follow<S: Session>(
     }
 }
 
+/// The reconnect schedule: doubling from `reconnect_initial_ms` to
+/// `reconnect_max_ms`, each delay drawn from `[initial, ceiling]` (full
+/// jitter with a floor, so a flapping broker is never hammered in a hot
+/// loop).
+fn reconnect_backoff(settings: &QueueSettings) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(settings.reconnect_initial_ms),
+        Duration::from_millis(settings.reconnect_max_ms),
+    )
+    .with_jitter(Jitter::Floor)
+}
+
 /// Publishes `state` (watchers are woken only by a change).
 pub(crate) fn set_state(tx: &watch::Sender<ConnectionState>, state: ConnectionState) {
     tx.send_if_modified(|s| {
@@ -284,6 +297,40 @@ fn set_disconnected(tx: &watch::Sender<ConnectionState>, reason: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn reconnect_delays_follow_the_settings_and_reset_after_success() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let s = QueueSettings::default();
+        let (initial, max) = (100 * MS, 2000 * MS);
+        assert_eq!((s.reconnect_initial_ms, s.reconnect_max_ms), (100, 2000));
+        let mut b = reconnect_backoff(&s);
+        assert_eq!(
+            b.next_delay_with(&mut rng),
+            initial,
+            "first delay is the initial one"
+        );
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            let d = b.next_delay_with(&mut rng);
+            assert!(
+                d >= initial && d <= max,
+                "{d:?} outside [{initial:?}, {max:?}]"
+            );
+            seen.push(d);
+        }
+        // Jittered: spread over the range, not one value.
+        let (lo, hi) = (seen.iter().min().unwrap(), seen.iter().max().unwrap());
+        assert!(
+            *hi - *lo > (max - initial) / 2,
+            "poor spread: {lo:?}..{hi:?}"
+        );
+        b.reset();
+        assert_eq!(b.next_delay_with(&mut rng), initial);
+    }
 
     #[test]
     fn an_outage_keeps_its_first_since() {
