@@ -17,15 +17,19 @@
 //!   the idempotent [`topology::declare`] (quorum main queue, one delay
 //!   queue per retry delay, dead-letter exchange and queue).
 //! - [`publisher`]: [`Publisher`], confirmed publishing with backpressure
-//!   and a supervisor that reconnects with backoff.
+//!   (a folder: public handle, hot path, channel repair, topology
+//!   re-declaration, supervisor hooks).
 //! - [`consumer`]: [`Consumer`] and [`Incoming`], the worker's primitives.
 //! - [`connection`]: [`ConnectionState`] (what readiness probes watch),
-//!   reconnect backoff, connection opening.
+//!   connection opening and quiet closing.
+//! - `supervisor` (private): the one connection supervisor both use: the
+//!   reconnect loop with backoff, the state updates, the watchdog, and
+//!   hooks for what differs (setup, events, work, shutdown).
 //! - [`metrics`]: [`QueueMetrics`], the `inlet_queue_*` Prometheus metrics.
 //! - [`error`]: [`PublishError`] (with stable codes) and [`QueueError`].
 //!
 //! lapin's own auto-recovery is not used (see [`connection`]): each
-//! publisher and consumer supervises its connection itself.
+//! publisher and consumer runs its own task of that supervisor.
 //!
 //! # Using it from another service
 //!
@@ -78,6 +82,7 @@ pub mod error;
 pub mod metrics;
 pub mod publisher;
 pub mod settings;
+mod supervisor;
 pub mod topology;
 
 pub use connection::ConnectionState;

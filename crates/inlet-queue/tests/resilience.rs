@@ -253,7 +253,7 @@ async fn blackholed_broker_times_out_and_the_heartbeat_notices() {
     let t = TestAmqp::new();
     let direct = settings(&t);
     let _cleanup = Cleanup::new(&direct);
-    let proxy = Blackhole::start(broker_addr(&t)).await;
+    let proxy = FaultProxy::start(broker_addr(&t)).await;
     let s = QueueSettings {
         heartbeat_s: 1,
         confirm_timeout_ms: 600,
@@ -263,7 +263,7 @@ async fn blackholed_broker_times_out_and_the_heartbeat_notices() {
     let publisher = connected_publisher(s.clone(), metrics()).await;
     publisher.publish(&envelope(0)).await.unwrap();
 
-    proxy.hole();
+    proxy.blackhole();
     let holed = Instant::now();
     let started = Instant::now();
     let err = publisher.publish(&envelope(1)).await.unwrap_err();
@@ -549,7 +549,7 @@ async fn full_in_flight_bound_answers_backpressure_at_once() {
     let t = TestAmqp::new();
     let direct = settings(&t);
     let _cleanup = Cleanup::new(&direct);
-    let proxy = Blackhole::start(broker_addr(&t)).await;
+    let proxy = FaultProxy::start(broker_addr(&t)).await;
     let s = QueueSettings {
         max_in_flight: 2,
         confirm_timeout_ms: 5000,
@@ -559,7 +559,7 @@ async fn full_in_flight_bound_answers_backpressure_at_once() {
     let publisher = connected_publisher(s.clone(), m.clone()).await;
 
     // Confirms stop coming: two publishes fill the bound.
-    proxy.hole();
+    proxy.blackhole();
     let stuck: Vec<_> = (0..2)
         .map(|i| {
             let p = publisher.clone();

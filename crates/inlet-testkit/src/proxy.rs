@@ -2,10 +2,12 @@
 //!
 //! Point a client at [`FaultProxy::addr`] instead of the real service. Then
 //! [`FaultProxy::cut`] drops every open connection and refuses new ones (a
-//! crashed or partitioned service), [`FaultProxy::blackhole`] accepts
-//! connections but never answers (a hung service), and [`FaultProxy::restore`]
-//! forwards again. Each test gets its own proxy, so faults never leak into
-//! other tests sharing the service.
+//! crashed or partitioned service), [`FaultProxy::blackhole`] stops
+//! forwarding on every connection, open or new, while keeping them open (a
+//! hung service or a silent network partition: only timeouts and
+//! heartbeats notice), and [`FaultProxy::restore`] closes what was held
+//! and forwards new connections again. Each test gets its own proxy, so
+//! faults never leak into other tests sharing the service.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ pub enum Mode {
     Forward,
     /// Close every connection at once.
     Cut,
-    /// Accept, then hold connections open without forwarding anything.
+    /// Hold every connection, open or new, without forwarding anything.
     Blackhole,
 }
 
@@ -71,13 +73,16 @@ impl FaultProxy {
         self.mode.send_replace(Mode::Cut);
     }
 
-    /// Accepts but never answers until [`Self::restore`]; open connections
-    /// stall.
+    /// Stops forwarding until [`Self::restore`]: open connections stall
+    /// (they stay open, nothing passes either way), new ones are accepted
+    /// and never answered.
     pub fn blackhole(&self) {
         self.mode.send_replace(Mode::Blackhole);
     }
 
-    /// Forwards traffic again (new connections only: cut ones stay cut).
+    /// Forwards traffic again, for new connections only: cut ones stay
+    /// cut, and held (black-holed) ones are closed now, as a peer that
+    /// comes back has forgotten them.
     pub fn restore(&self) {
         self.mode.send_replace(Mode::Forward);
     }
@@ -196,6 +201,35 @@ mod tests {
         let read =
             tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut buf)).await;
         assert!(read.is_err(), "an open connection stalls too");
+    }
+
+    #[tokio::test]
+    async fn restore_closes_blackholed_connections_and_forwards_new_ones() {
+        let proxy = FaultProxy::start(echo_server().await).await;
+        let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
+        open.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        open.read_exact(&mut buf).await.unwrap();
+        proxy.blackhole();
+        // Accepted while black-holed: held too, never answered.
+        let mut held_new = TcpStream::connect(proxy.addr()).await.unwrap();
+        held_new.write_all(b"ping").await.unwrap();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            held_new.read(&mut buf),
+        )
+        .await;
+        assert!(read.is_err(), "a new connection is held: {read:?}");
+        proxy.restore();
+        for s in [&mut open, &mut held_new] {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "a held connection is closed on restore: {read:?}"
+            );
+        }
+        assert_eq!(echo(proxy.addr()).await.unwrap(), b"ping");
     }
 
     #[tokio::test]

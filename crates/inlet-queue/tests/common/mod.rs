@@ -14,8 +14,6 @@ use inlet_testkit::TestAmqp;
 use lapin::message::BasicGetMessage;
 use lapin::options::BasicGetOptions;
 use lapin::types::AMQPValue;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// Settings isolated under the test's prefix, with the connection name
 /// equal to the prefix (unique, so rabbitmqctl can find our connections).
@@ -320,87 +318,4 @@ pub async fn next_within(c: &mut inlet_queue::Consumer, secs: u64) -> inlet_queu
         .await
         .unwrap_or_else(|_| panic!("no delivery within {secs}s"))
         .expect("consumer ended")
-}
-
-/// A TCP proxy that can black-hole *established* connections: once
-/// [`Blackhole::hole`] is called, every connection (open or new) stays
-/// open but nothing is forwarded; [`Blackhole::restore`] closes the held
-/// ones and forwards new ones again.
-///
-/// `inlet_testkit::FaultProxy::blackhole` only affects new connections:
-/// its `serve` keeps polling the copy future while it waits for the mode
-/// to change, so open connections keep forwarding.
-pub struct Blackhole {
-    addr: std::net::SocketAddr,
-    holed: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Blackhole {
-    pub async fn start(upstream: std::net::SocketAddr) -> Blackhole {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (holed, rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(serve_holeable(client, upstream, rx.clone()));
-            }
-        });
-        Blackhole { addr, holed, task }
-    }
-
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.addr
-    }
-
-    pub fn hole(&self) {
-        self.holed.send_replace(true);
-    }
-
-    pub fn restore(&self) {
-        self.holed.send_replace(false);
-    }
-}
-
-impl Drop for Blackhole {
-    fn drop(&mut self) {
-        self.holed.send_replace(false);
-        self.task.abort();
-    }
-}
-
-async fn serve_holeable(
-    mut client: TcpStream,
-    upstream: std::net::SocketAddr,
-    mut rx: watch::Receiver<bool>,
-) {
-    if *rx.borrow_and_update() {
-        let _ = rx.wait_for(|h| !*h).await;
-        return;
-    }
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    {
-        let (mut cr, mut cw) = client.split();
-        let (mut sr, mut sw) = server.split();
-        let pipe = async {
-            tokio::select! {
-                _ = tokio::io::copy(&mut cr, &mut sw) => {},
-                _ = tokio::io::copy(&mut sr, &mut cw) => {},
-            }
-        };
-        tokio::select! {
-            () = pipe => return,
-            _ = rx.wait_for(|h| *h) => {}
-        }
-        // The copy futures are dropped here: nothing is forwarded any more.
-    }
-    // Held open, silent, until restored; then both sockets close.
-    let _ = rx.wait_for(|h| !*h).await;
 }
