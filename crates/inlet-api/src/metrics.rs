@@ -1,5 +1,6 @@
 //! Prometheus metrics of the push API.
 
+use inlet_domain::LATENCY_BUCKETS;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -103,10 +104,7 @@ impl ApiMetrics {
                 "inlet_api_request_duration_seconds",
                 "HTTP request duration.",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         let body_bytes = HistogramVec::new(

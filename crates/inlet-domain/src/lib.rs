@@ -17,7 +17,9 @@
 //!   form ([`Batch`]), with [`BatchLimits`] and field-path violations.
 //! - [`encoding`]: body [`ContentEncoding`]s and bounded decompression.
 //! - [`envelope`]: the queue [`Envelope`] and its binary encoding.
-//! - [`time`]: [`Minute`] buckets and the [`DurationHistogram`] layout.
+//! - [`time`]: [`Minute`] buckets, the [`DurationHistogram`] layout, and
+//!   [`LATENCY_BUCKETS`], the one bucket layout of every latency histogram
+//!   Inlet exports to Prometheus.
 //! - [`redact`]: credentials in URLs replaced, for logs and output.
 //!
 //! # Using it from another service
@@ -64,7 +66,9 @@ pub use record::{
     AccountState, AuthMode, Disposition, Grant, KeyRecord, KeyState, RateLimit, UndecidableReason,
     Verdict,
 };
-pub use time::{DurationHistogram, HISTOGRAM_BUCKETS, MINUTE_MS, Minute, StatusClass};
+pub use time::{
+    DurationHistogram, HISTOGRAM_BUCKETS, LATENCY_BUCKETS, MINUTE_MS, Minute, StatusClass,
+};
 
 /// The current time in Unix milliseconds.
 ///
