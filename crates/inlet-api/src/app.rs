@@ -13,9 +13,9 @@ use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, web};
 use inlet_auth::Authenticator;
 use inlet_domain::{BatchLimits, RateLimit};
-use inlet_obs::admin::{health_response, metrics_response};
-use inlet_obs::{AdminServer, Health, MetricsRegistry, ReadinessDetail};
+use inlet_obs::{AdminServer, Health, ReadinessDetail, health_response, metrics_response};
 use inlet_queue::Publisher;
+use prometheus::Registry;
 
 use crate::budget::Budget;
 use crate::error::ApiError;
@@ -44,7 +44,7 @@ pub struct AppState {
     pub(crate) limits: BatchLimits,
     pub(crate) metrics: ApiMetrics,
     pub(crate) health: Health,
-    pub(crate) registry: MetricsRegistry,
+    pub(crate) registry: Registry,
     /// Push bodies held, until their answer (`api.max_in_flight_bytes`).
     pub(crate) bodies: Budget,
     /// Decompressed bodies while validated: one `api.max_decoded_bytes`
@@ -70,8 +70,9 @@ pub struct Dependencies {
     pub authenticator: Authenticator,
     /// Publishes confirmed envelopes.
     pub publisher: Publisher,
-    /// The process's metrics registry (`/metrics`).
-    pub registry: MetricsRegistry,
+    /// The process's metrics registry (`/metrics`), e.g.
+    /// `inlet_obs::process_registry("api")`.
+    pub registry: Registry,
     /// The process's health registry (`/health/ready`).
     pub health: Health,
     /// Batch validation limits.
@@ -111,7 +112,7 @@ impl Application {
     /// until the authenticator has checked its stores and the publisher is
     /// connected.
     pub fn build(settings: ApiSettings, deps: Dependencies) -> std::io::Result<Application> {
-        let metrics = ApiMetrics::register(deps.registry.registry())
+        let metrics = ApiMetrics::register(&deps.registry)
             .map_err(|e| std::io::Error::other(format!("registering API metrics: {e}")))?;
         let limiter = RateLimiter::new(
             settings.rate_limiter_max_keys,
