@@ -64,6 +64,13 @@ pub struct HotSeries {
 /// The push route's pattern, as `match_pattern` reports it.
 pub const PUSH_ROUTE: &str = "/v1/push";
 
+/// The stable code a response carries (the `code` label of
+/// `inlet_api_requests_total`), stored in response extensions for the
+/// metrics middleware: `accepted` by the push handler, an error's code by
+/// `ApiError`'s response.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCode(pub &'static str);
+
 impl ApiMetrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {

@@ -17,6 +17,8 @@
 //!   form ([`Batch`]), with [`BatchLimits`] and field-path violations.
 //! - [`encoding`]: body [`ContentEncoding`]s and bounded decompression.
 //! - [`envelope`]: the queue [`Envelope`] and its binary encoding.
+//! - [`problem`]: the push API's error document ([`Problem`],
+//!   [`FieldError`]), written by the API and read by agents.
 //! - [`time`]: [`Minute`] buckets, the [`DurationHistogram`] layout, and
 //!   [`LATENCY_BUCKETS`], the one bucket layout of every latency histogram
 //!   Inlet exports to Prometheus.
@@ -46,6 +48,7 @@ pub mod encoding;
 pub mod envelope;
 pub mod ids;
 pub mod key;
+pub mod problem;
 pub mod record;
 pub mod redact;
 pub mod time;
@@ -62,6 +65,7 @@ pub use key::{
     ApiKey, KEY_MAX_LEN, KEY_PREFIX, KeyError, KeyId, KeyIssuer, KeyVerifier, Provenance,
     SecretError, SigningSecret,
 };
+pub use problem::{FieldError, Problem};
 pub use record::{
     AccountState, AuthMode, Disposition, Grant, KeyRecord, KeyState, RateLimit, UndecidableReason,
     Verdict,
