@@ -3,64 +3,28 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, Service as _, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use actix_web::http::{ConnectionType, StatusCode};
-use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpMessage as _, HttpResponse, HttpServer, web};
 use inlet_auth::Authenticator;
 use inlet_domain::{BatchLimits, RateLimit};
-use inlet_obs::admin::{health_response, metrics_response};
-use inlet_obs::{AdminServer, Health, MetricsRegistry, ReadinessDetail};
+use inlet_obs::{AdminServer, Health, ReadinessDetail, health_response, metrics_response};
 use inlet_queue::Publisher;
+use prometheus::Registry;
 
 use crate::budget::Budget;
 use crate::error::ApiError;
-use crate::metrics::{ApiMetrics, PUSH_ROUTE};
+use crate::metrics::{ApiMetrics, PUSH_ROUTE, ResponseCode};
 use crate::push::push;
 use crate::ratelimit::RateLimiter;
+use crate::request_id::{REQUEST_ID, RequestId};
 use crate::settings::ApiSettings;
-
-/// The request id of the current request (incoming `X-Request-Id`, or a
-/// fresh one), stored in request extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// The stable code a response carries, stored in response extensions for
-/// the metrics middleware.
-#[derive(Debug, Clone, Copy)]
-pub struct ResponseCode(pub &'static str);
-
-/// Shared state of all workers.
-#[derive(Debug)]
-pub struct AppState {
-    pub(crate) auth: Authenticator,
-    pub(crate) publisher: Publisher,
-    pub(crate) limiter: RateLimiter,
-    pub(crate) settings: ApiSettings,
-    pub(crate) limits: BatchLimits,
-    pub(crate) metrics: ApiMetrics,
-    pub(crate) health: Health,
-    pub(crate) registry: MetricsRegistry,
-    /// Push bodies held, until their answer (`api.max_in_flight_bytes`).
-    pub(crate) bodies: Budget,
-    /// Decompressed bodies while validated: one `api.max_decoded_bytes`
-    /// per HTTP worker.
-    pub(crate) decoding: Budget,
-    /// What the push listener's `/health/ready` says: the details go where
-    /// `/metrics` goes (the admin listener, when there is one).
-    ready_detail: ReadinessDetail,
-    draining: Arc<AtomicBool>,
-}
-
-impl AppState {
-    pub(crate) fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-}
+use crate::state::AppState;
 
 /// What the API needs from the rest of the process (built in one place by
 /// the caller; see `inlet api`).
@@ -70,8 +34,9 @@ pub struct Dependencies {
     pub authenticator: Authenticator,
     /// Publishes confirmed envelopes.
     pub publisher: Publisher,
-    /// The process's metrics registry (`/metrics`).
-    pub registry: MetricsRegistry,
+    /// The process's metrics registry (`/metrics`), e.g.
+    /// `inlet_obs::process_registry("api")`.
+    pub registry: Registry,
     /// The process's health registry (`/health/ready`).
     pub health: Health,
     /// Batch validation limits.
@@ -96,22 +61,12 @@ impl std::fmt::Debug for Application {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-fn request_id(req: &actix_web::dev::ServiceRequest) -> String {
-    req.headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned)
-}
-
 impl Application {
     /// Binds the listeners and builds the server. Readiness stays 503
     /// until the authenticator has checked its stores and the publisher is
     /// connected.
     pub fn build(settings: ApiSettings, deps: Dependencies) -> std::io::Result<Application> {
-        let metrics = ApiMetrics::register(deps.registry.registry())
+        let metrics = ApiMetrics::register(&deps.registry)
             .map_err(|e| std::io::Error::other(format!("registering API metrics: {e}")))?;
         let limiter = RateLimiter::new(
             settings.rate_limiter_max_keys,
@@ -177,29 +132,19 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(state.settings.max_body_bytes))
                 .wrap_fn(move |req, srv| {
+                    // The one place every answer passes: the request id in
+                    // and out, an error's problem document, the metrics.
                     let started = Instant::now();
-                    let rid = request_id(&req);
-                    req.extensions_mut().insert(RequestId(rid.clone()));
+                    let rid = RequestId::assign(&req);
+                    req.extensions_mut().insert(rid.clone());
                     let state = mw_state.clone();
                     state.metrics.in_flight.inc();
                     let fut = srv.call(req);
                     async move {
                         let result = fut.await;
                         state.metrics.in_flight.dec();
-                        let mut res: ServiceResponse = result?;
-                        if let Ok(v) = HeaderValue::from_str(&rid) {
-                            res.headers_mut().insert(REQUEST_ID, v);
-                        }
-                        if state.health.is_shutting_down() {
-                            // Kept-alive clients reconnect (through the
-                            // balancer, elsewhere) after this answer,
-                            // instead of finding their idle connection
-                            // dropped when the listener closes.
-                            res.response_mut()
-                                .head_mut()
-                                .set_connection_type(ConnectionType::Close);
-                        }
-                        record(&state, &res, started, &rid);
+                        let res = answer(result?, &state, &rid.0);
+                        record(&state, &res, started, &rid.0);
                         Ok(res)
                     }
                 })
@@ -264,7 +209,7 @@ impl Application {
         state.metrics.ready.set(0);
         tokio::time::sleep(Duration::from_millis(state.settings.shutdown_delay_ms)).await;
         tracing::info!("shutdown: closing the listener and draining in-flight requests");
-        state.draining.store(true, Ordering::Relaxed);
+        state.begin_draining();
         handle.stop(true).await;
         let result = match server.await {
             Ok(r) => r,
@@ -288,6 +233,34 @@ impl Application {
         );
         result
     }
+}
+
+/// Finishes a response: a handler's [`ApiError`] becomes its problem
+/// document (with this request's id and the directive settings); every
+/// answer carries `X-Request-Id`, and `Connection: close` once shutdown
+/// has begun.
+fn answer(res: ServiceResponse, state: &AppState, rid: &str) -> ServiceResponse {
+    let problem = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+        .map(|e| e.to_response(&state.settings, rid));
+    let mut res = match problem {
+        Some(resp) => res.into_response(resp),
+        None => res,
+    };
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    if state.health.is_shutting_down() {
+        // Kept-alive clients reconnect (through the balancer, elsewhere)
+        // after this answer, instead of finding their idle connection
+        // dropped when the listener closes.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    res
 }
 
 fn record(state: &AppState, res: &ServiceResponse<impl MessageBody>, started: Instant, rid: &str) {
@@ -377,35 +350,15 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     metrics_response(&state.registry)
 }
 
-fn error(e: ApiError, state: &AppState, req: &HttpRequest) -> HttpResponse {
-    let rid = req
-        .extensions()
-        .get::<RequestId>()
-        .map_or_else(String::new, |r| r.0.clone());
-    let mut resp = e.to_response(&state.settings, &rid);
-    resp.extensions_mut()
-        .insert(ResponseCode(e.status_and_code().1));
-    resp
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
 }
 
-async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    error(ApiError::NotFound, &state, &req)
+async fn only_post() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { allow: "POST" })
 }
 
-fn method_not_allowed(allow: &'static str, req: &HttpRequest, state: &AppState) -> HttpResponse {
-    let mut resp = error(ApiError::MethodNotAllowed, state, req);
-    resp.headers_mut().insert(
-        actix_web::http::header::ALLOW,
-        HeaderValue::from_static(allow),
-    );
-    resp
-}
-
-async fn only_post(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    method_not_allowed("POST", &req, &state)
-}
-
-async fn only_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn only_get() -> Result<HttpResponse, ApiError> {
     // actix answers HEAD for GET routes itself.
-    method_not_allowed("GET, HEAD", &req, &state)
+    Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
 }

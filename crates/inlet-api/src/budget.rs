@@ -7,7 +7,7 @@
 //!   its first byte is read until its answer (reading, decoding,
 //!   publishing: the body and its envelope live that long).
 //! - **decoding** (one `api.max_decoded_bytes` per HTTP worker): a push
-//!   whose body decodes to more than [`INLINE_DECODED_BYTES`] is decoded
+//!   whose body decodes to more than `push::INLINE_DECODED_BYTES` is decoded
 //!   and validated on the blocking pool, holding room here for its
 //!   decompressed text (`max_decoded_bytes`, or the body's length for an
 //!   identity body) until that is done, before it is published. Smaller
@@ -18,8 +18,6 @@
 //! Room is taken with a short bounded wait (`api.in_flight_wait_ms`); a
 //! push that finds none is answered 503 `server_busy`. Budgets count in
 //! KiB (a semaphore permit each), rounded up.
-//!
-//! [`INLINE_DECODED_BYTES`]: crate::push::INLINE_DECODED_BYTES
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,18 +19,24 @@
 //! `key_record_unreadable` is a 503 too: MongoDB holds a document for the
 //! key that cannot be read, which is neither a verdict nor an outage.
 
+use std::fmt;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, HttpResponseBuilder};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use inlet_domain::{
-    BatchError, DecodeError, Disposition, UndecidableReason, UnsupportedEncoding, Verdict,
+    BatchError, DecodeError, Disposition, FieldError, Problem, UndecidableReason,
+    UnsupportedEncoding, Verdict,
 };
 use inlet_queue::PublishError;
-use serde::Serialize;
 
+use crate::metrics::ResponseCode;
 use crate::settings::ApiSettings;
 
-/// Everything a push can fail with.
+/// Everything a request can fail with. Handlers return it as their
+/// error; the application's middleware turns it into the answer
+/// ([`ApiError::to_response`]), with the request id and the directive
+/// settings.
 #[derive(Debug)]
 pub enum ApiError {
     /// The authenticator did not accept the key (any verdict but
@@ -77,7 +83,10 @@ pub enum ApiError {
     /// No such route.
     NotFound,
     /// Wrong method for the route.
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The route's methods, for the `Allow` header.
+        allow: &'static str,
+    },
 }
 
 impl From<DecodeError> for ApiError {
@@ -90,40 +99,6 @@ impl From<DecodeError> for ApiError {
             DecodeError::Corrupt { .. } => ApiError::CorruptBody(e.to_string()),
         }
     }
-}
-
-/// The JSON body of every non-2xx answer.
-#[derive(Debug, Serialize)]
-pub struct Problem {
-    /// Stable machine-readable code.
-    pub code: &'static str,
-    /// Human explanation.
-    pub message: String,
-    /// Whether the same data may be sent again (also on 401/403: the data
-    /// is good, only the key is in question).
-    pub retryable: bool,
-    /// When to retry, seconds (also in `Retry-After`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after_s: Option<u32>,
-    /// How long to pause before trying a rejected key again, seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub probe_after_s: Option<u32>,
-    /// The request id (also in `X-Request-Id`).
-    pub request_id: String,
-    /// Field-level violations (400 `invalid_batch` / `invalid_json`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-}
-
-/// One field-level problem.
-#[derive(Debug, Serialize)]
-pub struct FieldError {
-    /// Field path, e.g. `transactions[3].duration_ms`.
-    pub path: String,
-    /// Rule code, e.g. `too_long`.
-    pub rule: String,
-    /// Human explanation.
-    pub message: String,
 }
 
 impl ApiError {
@@ -160,7 +135,9 @@ impl ApiError {
             ApiError::ServerBusy => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
         }
     }
 
@@ -212,7 +189,7 @@ impl ApiError {
             }
             ApiError::ShuttingDown => "this instance is shutting down; retry".into(),
             ApiError::NotFound => "no such endpoint".into(),
-            ApiError::MethodNotAllowed => "method not allowed on this endpoint".into(),
+            ApiError::MethodNotAllowed { .. } => "method not allowed on this endpoint".into(),
         }
     }
 
@@ -248,9 +225,9 @@ impl ApiError {
         }
     }
 
-    /// Builds the problem document with the agent directive.
-    pub fn problem(&self, settings: &ApiSettings, request_id: &str) -> (StatusCode, Problem) {
-        let (status, code) = self.status_and_code();
+    /// The agent directive: `retryable`, and `retry_after_s` /
+    /// `probe_after_s` in whole seconds.
+    fn directive(&self, status: StatusCode, settings: &ApiSettings) -> Directive {
         let (retryable, retry_after_s, probe_after_s) = match status {
             StatusCode::SERVICE_UNAVAILABLE => {
                 (true, Some(jittered(settings.retry_after_s, settings)), None)
@@ -273,33 +250,86 @@ impl ApiError {
             StatusCode::REQUEST_TIMEOUT => (true, None, None),
             _ => (false, None, None),
         };
-        (
-            status,
-            Problem {
-                code,
-                message: self.message(),
-                retryable,
-                retry_after_s,
-                probe_after_s,
-                request_id: request_id.to_owned(),
-                errors: self.field_errors(),
-            },
-        )
+        Directive {
+            retryable,
+            retry_after_s,
+            probe_after_s,
+        }
     }
 
-    /// The complete HTTP response.
+    fn problem_with(&self, code: &str, directive: &Directive, request_id: &str) -> Problem {
+        Problem {
+            code: Some(code.to_owned()),
+            message: Some(self.message()),
+            retryable: Some(directive.retryable),
+            retry_after_s: directive.retry_after_s.map(f64::from),
+            probe_after_s: directive.probe_after_s.map(f64::from),
+            request_id: Some(request_id.to_owned()),
+            errors: self.field_errors(),
+        }
+    }
+
+    /// Builds the problem document with the agent directive.
+    pub fn problem(&self, settings: &ApiSettings, request_id: &str) -> (StatusCode, Problem) {
+        let (status, code) = self.status_and_code();
+        let directive = self.directive(status, settings);
+        (status, self.problem_with(code, &directive, request_id))
+    }
+
+    /// The complete HTTP response: the problem document, `Retry-After`
+    /// (429, 503), `Allow` (405), `Connection: close` (`shutting_down`),
+    /// and the [`ResponseCode`] for the metrics.
     pub fn to_response(&self, settings: &ApiSettings, request_id: &str) -> HttpResponse {
-        let (status, problem) = self.problem(settings, request_id);
+        let (status, code) = self.status_and_code();
+        let directive = self.directive(status, settings);
         let mut builder = HttpResponseBuilder::new(status);
-        if let Some(s) = problem.retry_after_s
+        if let Some(s) = directive.retry_after_s
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
             builder.insert_header((header::RETRY_AFTER, v));
         }
-        if matches!(self, ApiError::ShuttingDown) {
-            builder.insert_header((header::CONNECTION, "close"));
+        match self {
+            ApiError::ShuttingDown => {
+                builder.insert_header((header::CONNECTION, "close"));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                builder.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            _ => {}
         }
-        builder.json(problem)
+        let mut resp = builder.json(self.problem_with(code, &directive, request_id));
+        resp.extensions_mut().insert(ResponseCode(code));
+        resp
+    }
+}
+
+/// What an agent should do with a refused push.
+struct Directive {
+    retryable: bool,
+    retry_after_s: Option<u32>,
+    probe_after_s: Option<u32>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// Handlers return `Result<_, ApiError>`. The problem document needs the
+/// request id and the directive settings, which a `ResponseError` cannot
+/// reach: this gives the status (and the code, for the metrics), and the
+/// application's middleware replaces it with [`ApiError::to_response`].
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.status_and_code();
+        let mut resp = HttpResponse::new(status);
+        resp.extensions_mut().insert(ResponseCode(code));
+        resp
     }
 }
 
@@ -327,10 +357,10 @@ mod tests {
         ] {
             let (status, p) = ApiError::Auth(Verdict::Undecidable(reason)).problem(&s, "r");
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(p.code, "auth_unavailable");
-            assert!(p.retryable);
+            assert_eq!(p.code.as_deref(), Some("auth_unavailable"));
+            assert_eq!(p.retryable, Some(true));
             let after = p.retry_after_s.unwrap();
-            assert!((2..=5).contains(&after), "{after}");
+            assert!((2.0..=5.0).contains(&after), "{after}");
         }
     }
 
@@ -345,10 +375,14 @@ mod tests {
             (Verdict::SuspendedAccount, 403, "account_suspended"),
         ] {
             let (st, p) = ApiError::Auth(v).problem(&s, "r");
-            assert_eq!((st.as_u16(), p.code), (status, code));
-            assert_eq!(p.probe_after_s, Some(300));
+            assert_eq!((st.as_u16(), p.code.as_deref()), (status, Some(code)));
+            assert_eq!(p.probe_after_s, Some(300.0));
             assert!(p.retry_after_s.is_none());
-            assert!(p.retryable, "the data is good; only the key is in question");
+            assert_eq!(
+                p.retryable,
+                Some(true),
+                "the data is good; only the key is in question"
+            );
         }
     }
 
@@ -361,7 +395,7 @@ mod tests {
                     .problem(&s, "r")
                     .1
                     .retry_after_s
-                    .unwrap()
+                    .unwrap() as u32
             })
             .collect();
         assert!(seen.len() >= 3, "jittered: {seen:?}");

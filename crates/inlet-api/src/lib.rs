@@ -11,7 +11,7 @@
 //!   authenticator can decide **and** the publisher is connected, and never
 //!   once shutdown has begun.
 //! - `GET /metrics` — Prometheus text format (here, or on a separate admin
-//!   listener).
+//!   listener), of the process registry passed in [`Dependencies`].
 //!
 //! Every non-2xx answer is JSON with a stable `code` and the agent
 //! directive; see [`error`] for the table. Undecidable auth is a 503 with a
@@ -19,11 +19,22 @@
 //!
 //! # Layout
 //!
+//! Modules form a tree with no cycles: `app` uses the rest; `push` uses
+//! `state`, `error`, `metrics` and `request_id`; `state` and `error` use
+//! only the leaves (`budget`, `metrics`, `ratelimit`, `settings`,
+//! `request_id`), which use no other module of the crate.
+//!
 //! - [`app`]: [`Application`] (`build`, `port`, `run_until_stopped`), the
-//!   request-id/metrics middleware, readiness wiring, graceful drain.
+//!   middleware every answer passes (request id, an error's problem
+//!   document, metrics), readiness wiring, graceful drain.
 //! - [`push`]: the push handler.
+//! - [`state`]: [`AppState`](state::AppState), what handlers share.
+//! - [`request_id`]: [`RequestId`](request_id::RequestId), the
+//!   `X-Request-Id` of a request.
 //! - [`budget`]: the process-wide budgets of push bytes in memory.
-//! - [`error`]: the single error → status/code/directive mapping.
+//! - [`error`]: [`ApiError`], the single error → status/code/directive
+//!   mapping; handlers return `Result<_, ApiError>`. Its document is
+//!   [`inlet_domain::Problem`], the type agents read.
 //! - [`ratelimit`]: per-key token buckets.
 //! - [`metrics`]: the [`ApiMetrics`].
 //! - [`settings`]: [`ApiSettings`] (`[api]`).
@@ -45,7 +56,9 @@ pub mod error;
 pub mod metrics;
 pub mod push;
 pub mod ratelimit;
+pub mod request_id;
 pub mod settings;
+pub mod state;
 
 pub use app::{Application, Dependencies};
 pub use error::ApiError;

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the push API.
 
+use inlet_domain::LATENCY_BUCKETS;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -63,6 +64,13 @@ pub struct HotSeries {
 /// The push route's pattern, as `match_pattern` reports it.
 pub const PUSH_ROUTE: &str = "/v1/push";
 
+/// The stable code a response carries (the `code` label of
+/// `inlet_api_requests_total`), stored in response extensions for the
+/// metrics middleware: `accepted` by the push handler, an error's code by
+/// `ApiError`'s response.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCode(pub &'static str);
+
 impl ApiMetrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
@@ -103,10 +111,7 @@ impl ApiMetrics {
                 "inlet_api_request_duration_seconds",
                 "HTTP request duration.",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         let body_bytes = HistogramVec::new(

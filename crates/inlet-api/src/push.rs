@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt as _;
 use inlet_domain::{AuthMode, Batch, BatchLimits, ContentEncoding, Envelope, Verdict, now_ms};
 use prometheus::Histogram;
 use serde::Serialize;
 
-use crate::app::{AppState, RequestId, ResponseCode};
 use crate::error::ApiError;
+use crate::metrics::ResponseCode;
+use crate::request_id::RequestId;
+use crate::state::AppState;
 
 /// Where agents may put the key, in order of precedence.
 ///
@@ -51,32 +53,20 @@ struct Accepted<'a> {
     request_id: &'a str,
 }
 
-/// The handler.
+/// The handler: 202 with the message id once the broker confirmed, else
+/// the error (answered by the application's middleware).
 pub async fn push(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map_or_else(String::new, |r| r.0.clone());
-    match handle(&req, payload, &state).await {
-        Ok(id) => {
-            let mut resp = HttpResponse::Accepted().json(Accepted {
-                id: id.to_string(),
-                request_id: &request_id,
-            });
-            resp.extensions_mut().insert(ResponseCode("accepted"));
-            resp
-        }
-        Err(e) => {
-            let mut resp = e.to_response(&state.settings, &request_id);
-            resp.extensions_mut()
-                .insert(ResponseCode(e.status_and_code().1));
-            resp
-        }
-    }
+) -> Result<HttpResponse, ApiError> {
+    let id = handle(&req, payload, &state).await?;
+    let mut resp = HttpResponse::Accepted().json(Accepted {
+        id: id.to_string(),
+        request_id: &RequestId::of(&req),
+    });
+    resp.extensions_mut().insert(ResponseCode("accepted"));
+    Ok(resp)
 }
 
 async fn handle(

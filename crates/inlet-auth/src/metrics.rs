@@ -1,13 +1,10 @@
 //! Prometheus metrics of the auth path and the key sync.
 
+use inlet_domain::LATENCY_BUCKETS;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
 
 /// Metrics of the [`crate::Authenticator`]. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -1,9 +1,11 @@
 //! The push API's answers as the client reads them: the 202 body, the
-//! problem document of every other status, and what the retry policy takes
-//! from a response.
+//! problem document of every other status (the wire type the API writes,
+//! [`inlet_domain::Problem`], re-exported here), and what the retry policy
+//! takes from a response.
 
 use std::time::{Duration, SystemTime};
 
+pub use inlet_domain::problem::{FieldError, Problem};
 use serde::{Deserialize, Serialize};
 
 use crate::retry_after;
@@ -17,57 +19,6 @@ pub struct AcceptedBody {
     /// The request id (also in `X-Request-Id`).
     #[serde(default)]
     pub request_id: Option<String>,
-}
-
-/// The JSON body of every non-2xx answer (see `docs/http-api.md`).
-///
-/// Every field is optional when reading: a proxy in front of Inlet may
-/// answer with something else entirely, and the client must still act.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Problem {
-    /// Stable machine-readable code, e.g. `auth_unavailable`.
-    #[serde(default)]
-    pub code: Option<String>,
-    /// Human explanation.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Whether the same data may be sent again.
-    #[serde(default)]
-    pub retryable: Option<bool>,
-    /// Minimum wait before a retry, seconds (429 and 503).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after_s: Option<f64>,
-    /// How long to pause before trying a rejected key again, seconds (401
-    /// and 403).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_after_s: Option<f64>,
-    /// The request id (also in `X-Request-Id`).
-    #[serde(default)]
-    pub request_id: Option<String>,
-    /// Field-level violations (400).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-}
-
-/// One field-level violation of a 400.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct FieldError {
-    /// Field path, e.g. `transactions[3].duration_ms`.
-    #[serde(default)]
-    pub path: String,
-    /// Rule code, e.g. `too_long`.
-    #[serde(default)]
-    pub rule: String,
-    /// Human explanation.
-    #[serde(default)]
-    pub message: String,
-}
-
-impl Problem {
-    /// Parses a problem document; anything that is not one gives `None`.
-    pub fn parse(body: &[u8]) -> Option<Problem> {
-        serde_json::from_slice(body).ok()
-    }
 }
 
 /// What the retry policy needs from an HTTP response.

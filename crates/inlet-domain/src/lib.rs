@@ -17,7 +17,11 @@
 //!   form ([`Batch`]), with [`BatchLimits`] and field-path violations.
 //! - [`encoding`]: body [`ContentEncoding`]s and bounded decompression.
 //! - [`envelope`]: the queue [`Envelope`] and its binary encoding.
-//! - [`time`]: [`Minute`] buckets and the [`DurationHistogram`] layout.
+//! - [`problem`]: the push API's error document ([`Problem`],
+//!   [`FieldError`]), written by the API and read by agents.
+//! - [`time`]: [`Minute`] buckets, the [`DurationHistogram`] layout, and
+//!   [`LATENCY_BUCKETS`], the one bucket layout of every latency histogram
+//!   Inlet exports to Prometheus.
 //! - [`redact`]: credentials in URLs replaced, for logs and output.
 //! - [`backoff`]: the one exponential [`backoff::Backoff`] schedule with
 //!   [`backoff::Jitter`], used by every retry loop.
@@ -47,6 +51,7 @@ pub mod encoding;
 pub mod envelope;
 pub mod ids;
 pub mod key;
+pub mod problem;
 pub mod record;
 pub mod redact;
 pub mod time;
@@ -63,11 +68,14 @@ pub use key::{
     ApiKey, KEY_MAX_LEN, KEY_PREFIX, KeyError, KeyId, KeyIssuer, KeyVerifier, Provenance,
     SecretError, SigningSecret,
 };
+pub use problem::{FieldError, Problem};
 pub use record::{
     AccountState, AuthMode, Disposition, Grant, KeyRecord, KeyState, RateLimit, UndecidableReason,
     Verdict,
 };
-pub use time::{DurationHistogram, HISTOGRAM_BUCKETS, MINUTE_MS, Minute, StatusClass};
+pub use time::{
+    DurationHistogram, HISTOGRAM_BUCKETS, LATENCY_BUCKETS, MINUTE_MS, Minute, StatusClass,
+};
 
 /// The current time in Unix milliseconds.
 ///

@@ -1,5 +1,5 @@
-//! Minute buckets and the duration histogram layout the worker aggregates
-//! into.
+//! Minute buckets, the duration histogram layout the worker aggregates
+//! into, and the latency bucket layout of the process metrics.
 //!
 //! # Histogram layout
 //!
@@ -13,6 +13,17 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// Upper bounds, in seconds, of every latency histogram Inlet exports to
+/// Prometheus (`inlet_*_duration_seconds`): 0.1 ms … 10 s, 1-2.5-5 steps
+/// per decade. One layout for every crate, so that latencies compare
+/// across them; it holds every bound the dashboards and alerts in
+/// `deploy/` read. (The Prometheus crate is not a dependency here: each
+/// crate passes this to its `HistogramOpts::buckets`.)
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 /// Milliseconds in a minute.
 pub const MINUTE_MS: i64 = 60_000;
@@ -180,6 +191,18 @@ mod tests {
         assert_eq!(Minute::containing(60_000).index(), 1);
         assert_eq!(Minute::containing(-1).index(), -1);
         assert_eq!(Minute::containing(125_000).start_ms(), 120_000);
+    }
+
+    #[test]
+    fn latency_buckets_ascend_and_keep_the_dashboards_bounds() {
+        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+        // The bounds `deploy/grafana` quantiles of
+        // `inlet_queue_publish_duration_seconds` were drawn from.
+        for bound in [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ] {
+            assert!(LATENCY_BUCKETS.contains(&bound), "{bound}");
+        }
     }
 
     #[test]

@@ -7,20 +7,26 @@
 //!
 //! - [`logging`]: [`LogSettings`] and [`logging::init`] (pretty locally,
 //!   JSON in production, `RUST_LOG` overrides).
-//! - [`metrics`]: [`MetricsRegistry`], one per process, passed to each
-//!   crate's `Metrics::register`.
+//! - [`metrics`]: [`process_registry`], the one Prometheus registry of a
+//!   process (with process metrics and `inlet_build_info`), passed to each
+//!   crate's `…Metrics::register(&Registry)`; [`metrics::render`] for
+//!   `/metrics`.
 //! - [`health`]: [`Health`], where components report whether they can do
 //!   their job; `/health/ready` reads it, in full on admin listeners or as
 //!   a [`ReadinessSummary`] (no details) on a public one.
-//! - [`admin`]: [`AdminServer`], `/health/live`, `/health/ready`,
-//!   `/metrics` on a port of its own.
+//! - [`admin_server`]: [`AdminServer`], the admin listener:
+//!   `/health/live`, `/health/ready`, `/metrics` on a port of its own; and
+//!   [`health_response`] / [`metrics_response`], the same answers for a
+//!   service's own HTTP API.
 //!
 //! # Using it from another service
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
-//! use inlet_obs::{AdminServer, Health, MetricsRegistry};
-//! let registry = MetricsRegistry::new("my_service");
+//! use inlet_obs::{AdminServer, Health, process_registry};
+//! let registry = process_registry("my_service");
+//! // Each library registers its metrics on it, e.g.
+//! // `inlet_queue::QueueMetrics::register(&registry)?`.
 //! let health = Health::new();
 //! health.set("database", true, "connected");
 //! let admin = AdminServer::bind("127.0.0.1:0", registry.clone(), health.clone())?;
@@ -29,14 +35,14 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
+pub mod admin_server;
 pub mod health;
 pub mod logging;
 pub mod metrics;
 
-pub use admin::AdminServer;
+pub use admin_server::{AdminServer, health_response, metrics_response};
 pub use health::{
     ComponentHealth, ComponentReady, Health, HealthReport, ReadinessDetail, ReadinessSummary,
 };
 pub use logging::{LogFormat, LogSettings};
-pub use metrics::MetricsRegistry;
+pub use metrics::process_registry;

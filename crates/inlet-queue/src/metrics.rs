@@ -6,14 +6,10 @@
 //! reasons), so cardinality stays bounded. Hot-path counters are resolved
 //! to their label children once, at registration.
 
+use inlet_domain::LATENCY_BUCKETS;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-
-/// Latency buckets in seconds (0.5 ms … 10 s), as elsewhere in Inlet.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// The role of a connection, the `role` label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the worker.
 
+use inlet_domain::LATENCY_BUCKETS;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Worker metrics. Cheap to clone.
@@ -64,9 +65,6 @@ impl WorkerMetrics {
 
     /// Creates the metrics without registering them.
     pub fn unregistered() -> prometheus::Result<Self> {
-        let secs = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
         Ok(WorkerMetrics {
             messages: IntCounterVec::new(
                 Opts::new(
@@ -98,7 +96,7 @@ impl WorkerMetrics {
                     "inlet_worker_batch_duration_seconds",
                     "One delivery batch, receipt to ack.",
                 )
-                .buckets(secs.clone()),
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             batch_messages: Histogram::with_opts(
                 HistogramOpts::new(
@@ -112,7 +110,7 @@ impl WorkerMetrics {
                     "inlet_worker_mongo_write_duration_seconds",
                     "One MongoDB transaction.",
                 )
-                .buckets(secs),
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             transaction_retries: IntCounter::new(
                 "inlet_worker_transaction_retries_total",

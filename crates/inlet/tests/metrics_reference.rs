@@ -59,9 +59,9 @@ fn defined() -> BTreeSet<String> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    // Registered by every process's MetricsRegistry.
-    let registry = inlet_obs::MetricsRegistry::new("test");
-    for family in registry.registry().gather() {
+    // Registered by every process registry (`inlet_obs::process_registry`).
+    let registry = inlet_obs::process_registry("test");
+    for family in registry.gather() {
         if family.name().starts_with("inlet_") {
             names.insert(family.name().to_owned());
         }

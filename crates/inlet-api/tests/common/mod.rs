@@ -16,7 +16,7 @@ use inlet_auth::{
 };
 use inlet_domain::{AccountId, ApiKey, BatchLimits, Envelope, RateLimit, now_ms};
 use inlet_migrate::{Migration, Migrator};
-use inlet_obs::{Health, MetricsRegistry};
+use inlet_obs::{Health, process_registry};
 use inlet_queue::{Consumer, Publisher, QueueMetrics, QueueSettings};
 use inlet_testkit::{FaultProxy, TestAmqp, TestMongo, TestRedis, wait_until};
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,7 @@ pub struct TestApp {
     pub redis_proxy: Option<FaultProxy>,
     pub mongo_proxy: Option<FaultProxy>,
     pub amqp_proxy: Option<FaultProxy>,
-    pub registry: MetricsRegistry,
+    pub registry: prometheus::Registry,
     pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     cancel: CancellationToken,
@@ -194,7 +194,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         .unwrap();
     }
 
-    let registry = MetricsRegistry::new("api");
+    let registry = process_registry("api");
     let auth_settings = AuthSettings {
         primary: PrimaryStore::Redis,
         source_of_truth: opts.source_of_truth,
@@ -208,17 +208,14 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         &signing(),
         &redis_settings,
         &mongo_settings,
-        AuthMetrics::register(registry.registry()).unwrap(),
+        AuthMetrics::register(&registry).unwrap(),
     )
     .await
     .unwrap();
     let cancel = CancellationToken::new();
     stack.spawn_background(&cancel);
-    let publisher = Publisher::start(
-        queue.clone(),
-        QueueMetrics::register(registry.registry()).unwrap(),
-    )
-    .unwrap();
+    let publisher =
+        Publisher::start(queue.clone(), QueueMetrics::register(&registry).unwrap()).unwrap();
     let app = Application::build(
         opts.api.clone(),
         Dependencies {

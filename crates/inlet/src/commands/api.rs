@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use inlet_api::{Application, Dependencies};
 use inlet_auth::AuthMetrics;
 use inlet_auth::stack::AuthStack;
-use inlet_obs::{Health, MetricsRegistry};
+use inlet_obs::{Health, process_registry};
 use inlet_queue::{Publisher, QueueMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +14,7 @@ use crate::settings::Settings;
 
 /// Builds every dependency in one place and serves until SIGTERM/SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
-    let registry = MetricsRegistry::new("api");
+    let registry = process_registry("api");
     let cancel = CancellationToken::new();
 
     // 1. The auth stack. Building it does no network I/O: a store that is
@@ -24,7 +24,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         &settings.signing,
         &settings.redis,
         &settings.mongo,
-        AuthMetrics::register(registry.registry())?,
+        AuthMetrics::register(&registry)?,
     )
     .await
     .context("configuring the authenticator")?;
@@ -34,11 +34,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     let background = stack.spawn_background(&cancel);
 
     // 3. The publisher connects (and keeps reconnecting) in the background.
-    let publisher = Publisher::start(
-        settings.queue.clone(),
-        QueueMetrics::register(registry.registry())?,
-    )
-    .context("configuring the queue publisher")?;
+    let publisher = Publisher::start(settings.queue.clone(), QueueMetrics::register(&registry)?)
+        .context("configuring the queue publisher")?;
 
     // 4. The listener. `/health/ready` stays 503 until both the
     //    authenticator can decide and the publisher is connected.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use inlet_auth::sync::KeySync;
 use inlet_auth::{RedisStore, SyncMetrics};
-use inlet_obs::{AdminServer, Health, MetricsRegistry};
+use inlet_obs::{AdminServer, Health, process_registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
@@ -14,8 +14,8 @@ use crate::settings::Settings;
 /// Loads every key into Redis; without `--once`, then follows changes and
 /// serves `/health/*` and `/metrics` until SIGTERM.
 pub async fn run(settings: Settings, once: bool) -> anyhow::Result<ExitCode> {
-    let registry = MetricsRegistry::new("sync");
-    let metrics = SyncMetrics::register(registry.registry())?;
+    let registry = process_registry("sync");
+    let metrics = SyncMetrics::register(&registry)?;
     let mongo = super::mongo(&settings).await?;
     let redis = RedisStore::new(&settings.redis).context("configuring Redis")?;
     let sync = KeySync::new(mongo.clone(), redis, settings.sync.clone(), metrics);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use inlet_domain::backoff::{Backoff, Jitter};
-use inlet_obs::{AdminServer, Health, MetricsRegistry};
+use inlet_obs::{AdminServer, Health, process_registry};
 use inlet_queue::QueueMetrics;
 use inlet_worker::{AggregateStore, Pipeline, Processor, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
@@ -15,9 +15,9 @@ use crate::settings::Settings;
 /// Builds the worker in one place and runs it until SIGTERM/SIGINT, then
 /// drains: stop consuming, finish and ack what is in hand, close.
 pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
-    let registry = MetricsRegistry::new("worker");
-    let worker_metrics = WorkerMetrics::register(registry.registry())?;
-    let queue_metrics = QueueMetrics::register(registry.registry())?;
+    let registry = process_registry("worker");
+    let worker_metrics = WorkerMetrics::register(&registry)?;
+    let queue_metrics = QueueMetrics::register(&registry)?;
     let health = Health::new();
     health.set("mongo", false, "not checked yet");
     health.set("queue", false, "connecting");

@@ -1,13 +1,18 @@
-//! A small admin HTTP listener: `/health/live`, `/health/ready`, `/metrics`.
+//! The admin listener: a small HTTP server of its own for operators and
+//! probes (`/health/live`, `/health/ready`, `/metrics`), and the two
+//! response builders it shares with a service's own HTTP API.
+//!
+//! ("Admin" here is the operations port, as in `api.admin_listen`; key
+//! administration is `inlet-auth`'s.)
 
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
+use prometheus::Registry;
 
-use crate::health::ReadinessDetail;
-use crate::metrics::TEXT_CONTENT_TYPE;
-use crate::{Health, MetricsRegistry};
+use crate::health::{Health, ReadinessDetail};
+use crate::metrics::{TEXT_CONTENT_TYPE, render};
 
 /// A bound, not yet running admin listener.
 pub struct AdminServer {
@@ -25,13 +30,13 @@ impl std::fmt::Debug for AdminServer {
 
 #[derive(Clone)]
 struct AdminState {
-    registry: MetricsRegistry,
+    registry: Registry,
     health: Health,
 }
 
 impl AdminServer {
     /// Binds `addr` (e.g. `0.0.0.0:9091`, or port 0 for a free port).
-    pub fn bind(addr: &str, registry: MetricsRegistry, health: Health) -> std::io::Result<Self> {
+    pub fn bind(addr: &str, registry: Registry, health: Health) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let port = listener.local_addr()?.port();
         let state = AdminState { registry, health };
@@ -100,19 +105,20 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
 }
 
 /// The `/metrics` response for a registry.
-pub fn metrics_response(registry: &MetricsRegistry) -> HttpResponse {
+pub fn metrics_response(registry: &Registry) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(TEXT_CONTENT_TYPE)
-        .body(registry.render())
+        .body(render(registry))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::process_registry;
 
     #[actix_web::test]
     async fn serves_health_and_metrics() {
-        let registry = MetricsRegistry::new("admin_test");
+        let registry = process_registry("admin_test");
         let health = Health::new();
         let admin = AdminServer::bind("127.0.0.1:0", registry, health.clone()).unwrap();
         let base = format!("http://127.0.0.1:{}", admin.port());
