@@ -224,6 +224,10 @@ pub const PUBLISHED_SECRETS: &[(&str, &str)] = &[
         "09f58f336ea27d17",
         "a SHA-256 test vector in crates/inlet-domain (the digest of \"abc\")",
     ),
+    (
+        "0996450f9a368829",
+        "a key digest in crates/inlet-auth/tests/decisions.rs (of \"legacy-0123456789abcdef\")",
+    ),
 ];
 
 /// Fewest distinct byte values a production secret must have. 32 random
