@@ -1,5 +1,6 @@
 //! `[api]`: the push API's own settings.
 
+use inlet_domain::InvalidSetting;
 use serde::{Deserialize, Serialize};
 
 /// `[api]`.
@@ -92,16 +93,6 @@ impl Default for ApiSettings {
     }
 }
 
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}` {message}")]
-pub struct InvalidApiSetting {
-    /// Dotted key.
-    pub key: &'static str,
-    /// What is wrong.
-    pub message: &'static str,
-}
-
 impl ApiSettings {
     /// The in-flight wait.
     pub fn in_flight_wait(&self) -> std::time::Duration {
@@ -109,8 +100,8 @@ impl ApiSettings {
     }
 
     /// Checks values serde cannot.
-    pub fn validate(&self) -> Result<(), InvalidApiSetting> {
-        let bad = |key, message| Err(InvalidApiSetting { key, message });
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |key: &str, message: &str| InvalidSetting::err(key, message);
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("api.listen", "must be an address like 0.0.0.0:8080");
         }

@@ -102,21 +102,11 @@ impl Default for AuthSettings {
     }
 }
 
-/// A setting that cannot work, naming its key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}` {message}")]
-pub struct InvalidSetting {
-    /// Dotted key, e.g. `auth.positive_ttl_s`.
-    pub key: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
+/// A setting that cannot work, naming its key (one type for every crate).
+pub use inlet_domain::InvalidSetting;
 
 fn invalid(key: &'static str, message: impl Into<String>) -> Result<(), InvalidSetting> {
-    Err(InvalidSetting {
-        key,
-        message: message.into(),
-    })
+    InvalidSetting::err(key, message)
 }
 
 impl AuthSettings {
@@ -243,13 +233,13 @@ impl SigningSettings {
         const FILES: &str = "signing.secret_files";
         let parse_id = |key: &'static str, id: &str| {
             id.parse::<u8>().map_err(|_| InvalidSetting {
-                key,
+                key: key.into(),
                 message: format!("secret id {id:?} is not a number from 0 to 255"),
             })
         };
         let decode = |key: &'static str, id: u8, text: &str| {
             decode_secret(text).ok_or_else(|| InvalidSetting {
-                key,
+                key: key.into(),
                 message: format!("secret {id} is neither hex nor base64"),
             })
         };
@@ -262,14 +252,14 @@ impl SigningSettings {
             let id = parse_id(FILES, id)?;
             if out.iter().any(|(i, _)| *i == id) {
                 return Err(InvalidSetting {
-                    key: FILES,
+                    key: FILES.into(),
                     message: format!(
                         "secret {id} is also set in signing.secrets; set each secret once"
                     ),
                 });
             }
             let text = std::fs::read_to_string(path).map_err(|e| InvalidSetting {
-                key: FILES,
+                key: FILES.into(),
                 message: format!("secret {id}: cannot read {}: {e}", path.display()),
             })?;
             out.push((id, decode(FILES, id, &text)?));
@@ -283,7 +273,7 @@ impl SigningSettings {
             .into_iter()
             .map(|(id, bytes)| {
                 SigningSecret::new(id, &bytes).map_err(|e| InvalidSetting {
-                    key: "signing.secrets",
+                    key: "signing.secrets".into(),
                     message: format!("secret {id}: {e}"),
                 })
             })
@@ -293,7 +283,7 @@ impl SigningSettings {
     /// The verifier for all configured secrets.
     pub fn verifier(&self) -> Result<KeyVerifier, InvalidSetting> {
         KeyVerifier::new(self.secrets()?).map_err(|e| InvalidSetting {
-            key: "signing.secrets",
+            key: "signing.secrets".into(),
             message: e.to_string(),
         })
     }
@@ -308,7 +298,7 @@ impl SigningSettings {
             .into_iter()
             .find(|s| s.id() == current)
             .ok_or_else(|| InvalidSetting {
-                key: "signing.current",
+                key: "signing.current".into(),
                 message: SecretError::UnknownCurrent(current).to_string(),
             })?;
         Ok(Some(KeyIssuer::new(secret)))

@@ -67,6 +67,22 @@ impl Default for BatchLimits {
     }
 }
 
+impl BatchLimits {
+    /// Checks values serde cannot (keys as in the `[limits]` section).
+    pub fn validate(&self) -> Result<(), crate::InvalidSetting> {
+        if !(self.max_duration_ms.is_finite() && self.max_duration_ms > 0.0) {
+            return crate::InvalidSetting::err(
+                "limits.max_duration_ms",
+                "must be a positive number",
+            );
+        }
+        if self.max_name_len == 0 || self.max_tag_key_len == 0 {
+            return crate::InvalidSetting::err("limits.max_name_len", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------- wire form
 
 /// A push batch as JSON.

@@ -23,6 +23,8 @@
 //!   [`LATENCY_BUCKETS`], the one bucket layout of every latency histogram
 //!   Inlet exports to Prometheus.
 //! - [`redact`]: credentials in URLs replaced, for logs and output.
+//! - [`setting`]: [`InvalidSetting`], what every crate's settings
+//!   `validate()` returns.
 //! - [`backoff`]: the one exponential [`backoff::Backoff`] schedule with
 //!   [`backoff::Jitter`], used by every retry loop.
 //!
@@ -54,6 +56,7 @@ pub mod key;
 pub mod problem;
 pub mod record;
 pub mod redact;
+pub mod setting;
 pub mod time;
 
 pub use batch::{
@@ -73,6 +76,7 @@ pub use record::{
     AccountState, AuthMode, Disposition, Grant, KeyRecord, KeyState, RateLimit, UndecidableReason,
     Verdict,
 };
+pub use setting::InvalidSetting;
 pub use time::{
     DurationHistogram, HISTOGRAM_BUCKETS, LATENCY_BUCKETS, MINUTE_MS, Minute, StatusClass,
 };

@@ -27,6 +27,14 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+impl LogSettings {
+    /// Checks that `filter` parses as `RUST_LOG`-style directives.
+    pub fn validate(&self) -> Result<(), inlet_domain::InvalidSetting> {
+        validate_filter(&self.filter)
+            .or_else(|e| inlet_domain::InvalidSetting::err("log.filter", e))
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {

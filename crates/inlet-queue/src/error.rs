@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::settings::SettingsError;
+use inlet_domain::InvalidSetting;
 
 /// Why a publish was not confirmed. Every variant means "the push is NOT
 /// known to be durable": the API must not answer 202.
@@ -121,7 +121,7 @@ impl PublishError {
 pub enum QueueError {
     /// The settings are invalid (start-up misconfiguration).
     #[error(transparent)]
-    Settings(#[from] SettingsError),
+    Settings(#[from] InvalidSetting),
     /// Could not open a connection in time (or at all).
     #[error("cannot connect to the broker at {url}: {reason}")]
     Connect {

@@ -92,5 +92,5 @@ pub use consumer::{
 pub use error::{PublishError, QueueError, UnavailableReason};
 pub use metrics::{QueueMetrics, Role};
 pub use publisher::{Confirmed, HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, Publisher};
-pub use settings::{QueueSettings, QueueType, SettingsError};
+pub use settings::{InvalidSetting, QueueSettings, QueueType};
 pub use topology::Names;

@@ -131,21 +131,12 @@ impl Default for QueueSettings {
     }
 }
 
-/// A setting is out of its domain.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("queue.{field}: {problem}")]
-pub struct SettingsError {
-    /// The offending field, as spelled in the configuration.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+/// A setting is out of its domain: the one settings error of every crate,
+/// keyed `queue.<field>`.
+pub use inlet_domain::InvalidSetting;
 
-fn invalid(field: &'static str, problem: impl Into<String>) -> Result<(), SettingsError> {
-    Err(SettingsError {
-        field,
-        problem: problem.into(),
-    })
+fn invalid(field: &'static str, problem: impl Into<String>) -> Result<(), InvalidSetting> {
+    InvalidSetting::err(format!("queue.{field}"), problem)
 }
 
 /// Most channels a publisher may open (well below RabbitMQ's channel_max).
@@ -155,7 +146,7 @@ const MAX_DELAY_MS: u64 = i32::MAX as u64;
 
 impl QueueSettings {
     /// Checks every field; the error names the first offending one.
-    pub fn validate(&self) -> Result<(), SettingsError> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if let Err(problem) = parse_url(&self.url) {
             return invalid("url", problem);
         }
@@ -280,7 +271,7 @@ pub(crate) fn parse_url(url: &str) -> Result<AMQPUri, String> {
     })
 }
 
-fn validate_prefix(prefix: &str) -> Result<(), SettingsError> {
+fn validate_prefix(prefix: &str) -> Result<(), InvalidSetting> {
     if prefix.is_empty() {
         return invalid("prefix", "must not be empty");
     }
@@ -314,8 +305,9 @@ mod tests {
         assert_eq!(s.retry_delays_ms.len(), 5);
     }
 
-    fn field_of(s: &QueueSettings) -> &'static str {
-        s.validate().unwrap_err().field
+    fn field_of(s: &QueueSettings) -> String {
+        let key = s.validate().unwrap_err().key;
+        key.strip_prefix("queue.").unwrap_or(&key).to_owned()
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! at-most-once dead-lettering; that configuration is for development
 //! brokers.
 
+use inlet_domain::InvalidSetting;
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -110,10 +111,10 @@ impl Names {
 /// names over 255 bytes (validated settings never produce one).
 pub(crate) fn short(name: &str) -> Result<ShortString, QueueError> {
     ShortString::try_new(name).map_err(|_| {
-        QueueError::Settings(crate::settings::SettingsError {
-            field: "prefix",
-            problem: format!("derived name longer than 255 bytes: {name:.40}…"),
-        })
+        QueueError::Settings(InvalidSetting::new(
+            "queue.prefix",
+            format!("derived name longer than 255 bytes: {name:.40}…"),
+        ))
     })
 }
 

@@ -65,7 +65,7 @@ async fn invalid_settings_are_refused_before_touching_the_broker() {
     let probe = Probe::new(&t).await;
     let err = topology::declare(&probe.ch, &s).await.unwrap_err();
     assert!(
-        matches!(err, QueueError::Settings(ref e) if e.field == "prefix"),
+        matches!(err, QueueError::Settings(ref e) if e.key == "queue.prefix"),
         "{err}"
     );
     probe.close().await;

@@ -1,5 +1,6 @@
 //! `[worker]`: the worker's own settings.
 
+use inlet_domain::InvalidSetting;
 use serde::{Deserialize, Serialize};
 
 /// `[worker]`.
@@ -59,20 +60,10 @@ impl Default for WorkerSettings {
     }
 }
 
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}` {message}")]
-pub struct InvalidWorkerSetting {
-    /// Dotted key.
-    pub key: &'static str,
-    /// What is wrong.
-    pub message: &'static str,
-}
-
 impl WorkerSettings {
     /// Checks values serde cannot.
-    pub fn validate(&self) -> Result<(), InvalidWorkerSetting> {
-        let bad = |key, message| Err(InvalidWorkerSetting { key, message });
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |key: &str, message: &str| InvalidSetting::err(key, message);
         if self.concurrency == 0 {
             return bad("worker.concurrency", "must be at least 1");
         }

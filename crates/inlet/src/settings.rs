@@ -10,11 +10,10 @@
 //!    `INLET__LOG__FORMAT=json`).
 //!
 //! Each infrastructure crate owns the struct of its section and validates
-//! it (`validate()`); this module composes them, calls each `validate()`,
-//! and checks what spans sections, its own `[admin]`, and (for now)
-//! `[limits]` and `[log]`, whose types (`inlet-domain`, `inlet-obs`) have
-//! no `validate()` yet. Unknown keys are errors (they are usually typos), and
-//! every error names the key it is about.
+//! it (`validate()`, each returning the one `inlet_domain::InvalidSetting`);
+//! this module composes them, calls each `validate()`, and checks what
+//! spans sections and its own `[admin]`. Unknown keys are errors (they are
+//! usually typos), and every error names the key it is about.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -128,7 +127,7 @@ pub enum SettingsError {
 impl From<InvalidSetting> for SettingsError {
     fn from(e: InvalidSetting) -> Self {
         SettingsError::Key {
-            key: e.key.to_owned(),
+            key: e.key,
             message: e.message,
         }
     }
@@ -184,28 +183,11 @@ impl Settings {
                 message: message.to_owned(),
             })
         };
-        let l = &self.limits;
-        if !(l.max_duration_ms.is_finite() && l.max_duration_ms > 0.0) {
-            return bad("limits.max_duration_ms", "must be a positive number");
-        }
-        if l.max_name_len == 0 || l.max_tag_key_len == 0 {
-            return bad("limits.max_name_len", "must be at least 1");
-        }
-        if let Err(e) = inlet_obs::logging::validate_filter(&self.log.filter) {
-            return bad("log.filter", &e);
-        }
-        self.api.validate().map_err(|e| SettingsError::Key {
-            key: e.key.to_owned(),
-            message: e.message.to_owned(),
-        })?;
-        self.queue.validate().map_err(|e| SettingsError::Key {
-            key: format!("queue.{}", e.field),
-            message: e.problem.to_string(),
-        })?;
-        self.worker.validate().map_err(|e| SettingsError::Key {
-            key: e.key.to_owned(),
-            message: e.message.to_owned(),
-        })?;
+        self.limits.validate()?;
+        self.log.validate()?;
+        self.api.validate()?;
+        self.queue.validate()?;
+        self.worker.validate()?;
         // Across sections: a body the API accepts that the worker cannot
         // decode ends in the dead-letter queue after its 202.
         if self.worker.max_decoded_bytes < self.api.max_decoded_bytes {

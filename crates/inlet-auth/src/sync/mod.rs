@@ -111,7 +111,7 @@ impl SyncSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.batch_size == 0 {
             return Err(InvalidSetting {
-                key: "sync.batch_size",
+                key: "sync.batch_size".into(),
                 message: "must be at least 1".into(),
             });
         }
