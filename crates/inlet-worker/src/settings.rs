@@ -88,6 +88,12 @@ impl WorkerSettings {
                 "retention must be at least 1 day",
             );
         }
+        if self.mongo_retry_max_ms < self.mongo_retry_initial_ms {
+            return bad(
+                "worker.mongo_retry_max_ms",
+                "must be at least worker.mongo_retry_initial_ms",
+            );
+        }
         Ok(())
     }
 }

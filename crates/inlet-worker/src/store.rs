@@ -245,7 +245,9 @@ impl AggregateStore {
                     if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
                         && started.elapsed() < CONFLICT_RETRY_BUDGET =>
                 {
-                    tokio::time::sleep(conflicts.next_delay()).await;
+                    // At least a millisecond, as before: never a hot retry.
+                    let pause = conflicts.next_delay().max(Duration::from_millis(1));
+                    tokio::time::sleep(pause).await;
                 }
                 Err(e) if is_duplicate(&e) => return Err(WriteError::AlreadyApplied),
                 Err(e) => return Err(classify(&e)),
