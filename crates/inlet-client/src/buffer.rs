@@ -12,7 +12,7 @@ use inlet_domain::{
     Batch, BatchLimits, WireAgent, WireBatch, WireErrorSample, WireMetric, WireTransaction,
 };
 
-use crate::health::DropReason;
+use crate::status::DropReason;
 
 /// One telemetry item, of any kind.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use inlet_domain::{ApiKey, AppName, BatchLimits, Environment, KeyError, WireAgen
 use crate::client::Client;
 pub use crate::config::WhenAuthPaused;
 use crate::config::{Config, Hook};
-use crate::health::ClientEvent;
+use crate::status::ClientEvent;
 use crate::transport::{self, KeyHeader};
 
 /// Why a client could not be built. Each variant names what to fix.

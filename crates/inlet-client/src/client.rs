@@ -11,9 +11,9 @@ use tokio::sync::{Notify, watch};
 use crate::buffer::{BatchHeader, Buffer, Item, Shape};
 use crate::config::{Config, Hook};
 use crate::flusher;
-use crate::health::{ClientState, ClientStats, Counters, Status, lock};
 pub use crate::shared::ShutdownReport;
 use crate::shared::{Lifecycle, Shared};
+use crate::status::{ClientState, ClientStats, Counters, Status, lock};
 use crate::transport::Transport;
 
 /// An Inlet client: record telemetry from anywhere, it is batched, sent

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use inlet_domain::{BatchLimits, WireAgent};
 
-use crate::health::ClientEvent;
+use crate::status::ClientEvent;
 
 /// What to do with data while the key is paused (rejected for longer than
 /// the auth grace window).

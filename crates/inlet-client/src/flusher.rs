@@ -18,9 +18,9 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
 use crate::config::WhenAuthPaused;
-use crate::health::{ClientEvent, ClientState, Counters, DropReason, LastError, lock};
 use crate::policy::{self, BatchFate, Machine, Mode, Step, Timing};
 use crate::shared::{Lifecycle, Shared, ShutdownReport};
+use crate::status::{ClientEvent, ClientState, Counters, DropReason, LastError, lock};
 use crate::transport::Transport;
 
 const TARGET: &str = "inlet_client";

@@ -67,7 +67,7 @@
 //!
 //! # Layout
 //!
-//! No two modules import each other. The [`health`] types are the leaf;
+//! No two modules import each other. The [`status`] types are the leaf;
 //! the options (`config`) sit on them, the state shared by the handles and
 //! the flusher (`shared`) on both, the client and the flusher on that, and
 //! the builder, which returns a client, on top.
@@ -89,7 +89,7 @@
 //! - [`response`]: the API's answers ([`Problem`], [`AcceptedBody`]).
 //! - [`buffer`]: [`Item`], the bounded drop-oldest buffer, batch formation
 //!   and body assembly.
-//! - [`health`]: what the client reports about itself: [`ClientStats`],
+//! - [`status`]: what the client reports about itself: [`ClientStats`],
 //!   [`ClientState`], [`ClientEvent`], [`DropReason`], [`LastError`].
 //! - [`transport`]: one HTTP attempt; [`KeyHeader`]; the push URL of an
 //!   endpoint.
@@ -104,19 +104,19 @@ pub mod builder;
 pub mod client;
 mod config;
 mod flusher;
-pub mod health;
 pub mod policy;
 pub mod response;
 pub mod retry_after;
 pub mod send_once;
 mod shared;
+pub mod status;
 pub mod transport;
 
 pub use buffer::Item;
 pub use builder::{BuildError, ClientBuilder, WhenAuthPaused};
 pub use client::{Client, ShutdownReport};
-pub use health::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
 pub use response::{AcceptedBody, FieldError, Problem};
+pub use status::{ClientEvent, ClientState, ClientStats, DropCounts, DropReason, LastError, Tally};
 pub use transport::{KeyHeader, TransportError};
 
 /// `docs/client.md`, whose Rust examples are compiled as doc tests so the

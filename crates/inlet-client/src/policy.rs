@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use inlet_domain::backoff::{self, Jitter};
 use rand::Rng;
 
-use crate::health::DropReason;
+use crate::status::DropReason;
 
 /// What an answer means for the batch that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

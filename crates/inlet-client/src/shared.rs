@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::buffer::{BatchHeader, Buffer, Encoded, Item, Shape};
 use crate::config::{Config, Hook};
-use crate::health::{ClientEvent, ClientState, ClientStats, Counters, DropReason, Status, lock};
+use crate::status::{ClientEvent, ClientState, ClientStats, Counters, DropReason, Status, lock};
 
 /// What the client asks of the flusher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
