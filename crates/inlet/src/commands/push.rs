@@ -41,8 +41,6 @@ pub struct PushArgs {
     json: bool,
 }
 
-/// A request bound: a duration ([`crate::duration::parse_duration`]) above
-/// zero and at most a year.
 /// Sends the batch and prints the outcome.
 pub async fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
     let body = match &args.file {
