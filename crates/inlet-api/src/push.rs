@@ -7,9 +7,9 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt as _;
+use inlet_domain::problem::AcceptedBody;
 use inlet_domain::{AuthMode, Batch, BatchLimits, ContentEncoding, Envelope, Verdict, now_ms};
 use prometheus::Histogram;
-use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::metrics::ResponseCode;
@@ -47,12 +47,6 @@ pub fn extract_key(req: &HttpRequest) -> Option<String> {
 /// should wait. Larger bodies are handled on the blocking pool.
 pub const INLINE_DECODED_BYTES: usize = 256 * 1024;
 
-#[derive(Serialize)]
-struct Accepted<'a> {
-    id: String,
-    request_id: &'a str,
-}
-
 /// The handler: 202 with the message id once the broker confirmed, else
 /// the error (answered by the application's middleware).
 pub async fn push(
@@ -61,9 +55,9 @@ pub async fn push(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = handle(&req, payload, &state).await?;
-    let mut resp = HttpResponse::Accepted().json(Accepted {
-        id: id.to_string(),
-        request_id: &RequestId::of(&req),
+    let mut resp = HttpResponse::Accepted().json(AcceptedBody {
+        id: Some(id.to_string()),
+        request_id: Some(RequestId::of(&req).to_string()),
     });
     resp.extensions_mut().insert(ResponseCode("accepted"));
     Ok(resp)

@@ -1,25 +1,14 @@
 //! The push API's answers as the client reads them: the 202 body, the
-//! problem document of every other status (the wire type the API writes,
-//! [`inlet_domain::Problem`], re-exported here), and what the retry policy
+//! problem document of every other status (the wire types the API writes,
+//! [`inlet_domain::Problem`] and [`inlet_domain::problem::AcceptedBody`],
+//! re-exported here), and what the retry policy
 //! takes from a response.
 
 use std::time::{Duration, SystemTime};
 
-pub use inlet_domain::problem::{FieldError, Problem};
-use serde::{Deserialize, Serialize};
+pub use inlet_domain::problem::{AcceptedBody, FieldError, Problem};
 
 use crate::retry_after;
-
-/// The body of a 202.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct AcceptedBody {
-    /// The message id the server gave the batch.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// The request id (also in `X-Request-Id`).
-    #[serde(default)]
-    pub request_id: Option<String>,
-}
 
 /// What the retry policy needs from an HTTP response.
 #[derive(Debug, Clone, PartialEq, Default)]

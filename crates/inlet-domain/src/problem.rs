@@ -1,5 +1,6 @@
-//! The problem document: the JSON body of every non-2xx answer of the push
-//! API (`docs/http-api.md`, `Problem` in `docs/openapi.yaml`).
+//! The push API's answer documents: the problem document, the JSON body
+//! of every non-2xx answer (`docs/http-api.md`, `Problem` in
+//! `docs/openapi.yaml`), and [`AcceptedBody`], the body of a 202.
 //!
 //! One type for both sides of the wire: `inlet-api` writes it, filling
 //! every field it has; `inlet-client` (or any other agent) reads it, and
@@ -20,6 +21,19 @@
 //! ```
 
 use serde::{Deserialize, Serialize, Serializer};
+
+/// The body of a 202: the message id the server gave the batch and the
+/// request id (also in `X-Request-Id`). The API writes both; a reader
+/// takes what is there.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AcceptedBody {
+    /// The message id the server gave the batch.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The request id (also in `X-Request-Id`).
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
 
 /// The JSON body of every non-2xx answer.
 ///
