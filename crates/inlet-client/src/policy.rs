@@ -179,6 +179,32 @@ impl Machine {
         matches!(self.mode, Mode::AuthPaused { .. })
     }
 
+    /// One more consecutive failure: wait [`retry_delay`] (at least the
+    /// server's `at_least`), then retry the same batch.
+    fn back_off<R: Rng + ?Sized>(
+        &mut self,
+        now: Instant,
+        at_least: Option<Duration>,
+        grace_left: Option<Duration>,
+        rng: &mut R,
+    ) -> Step {
+        let delay = retry_delay(
+            self.timing.initial_backoff,
+            self.timing.max_backoff,
+            self.failures,
+            at_least,
+            rng,
+        );
+        self.failures = self.failures.saturating_add(1);
+        let at = now + delay;
+        self.mode = Mode::BackingOff { until: at };
+        Step::Retry {
+            at,
+            delay,
+            grace_left,
+        }
+    }
+
     /// Applies one answer.
     pub(crate) fn on_answer<R: Rng + ?Sized>(
         &mut self,
@@ -206,23 +232,7 @@ impl Machine {
                 self.failures = 0;
                 Step::Dropped(reason)
             }
-            BatchFate::Retry { at_least } => {
-                let delay = retry_delay(
-                    self.timing.initial_backoff,
-                    self.timing.max_backoff,
-                    self.failures,
-                    at_least,
-                    rng,
-                );
-                self.failures = self.failures.saturating_add(1);
-                let at = now + delay;
-                self.mode = Mode::BackingOff { until: at };
-                Step::Retry {
-                    at,
-                    delay,
-                    grace_left: None,
-                }
-            }
+            BatchFate::Retry { at_least } => self.back_off(now, at_least, None, rng),
             BatchFate::AuthRejected { probe_after } => {
                 let since = *self.auth_since.get_or_insert(now);
                 let rejected_for = now.saturating_duration_since(since);
@@ -237,21 +247,8 @@ impl Machine {
                     self.failures = self.failures.saturating_add(1);
                     Step::Paused { until, entered }
                 } else {
-                    let delay = retry_delay(
-                        self.timing.initial_backoff,
-                        self.timing.max_backoff,
-                        self.failures,
-                        None,
-                        rng,
-                    );
-                    self.failures = self.failures.saturating_add(1);
-                    let at = now + delay;
-                    self.mode = Mode::BackingOff { until: at };
-                    Step::Retry {
-                        at,
-                        delay,
-                        grace_left: Some(self.timing.auth_grace - rejected_for),
-                    }
+                    let grace_left = self.timing.auth_grace - rejected_for;
+                    self.back_off(now, None, Some(grace_left), rng)
                 }
             }
         }
