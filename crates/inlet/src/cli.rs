@@ -158,28 +158,7 @@ mod tests {
 
     #[test]
     fn a_bare_number_is_refused_naming_the_flag_and_a_unit() {
-        let err = Cli::try_parse_from([
-            "inlet",
-            "stats",
-            "--account",
-            "a",
-            "--app",
-            "b",
-            "--since",
-            "5",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("--since") && err.contains("5m"), "{err}");
-        let err = Cli::try_parse_from(["inlet", "push", "--timeout", "10"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--timeout") && err.contains("10s"), "{err}");
-        assert!(
-            Cli::try_parse_from(["inlet", "push", "--timeout", "0s"]).is_err(),
-            "a zero bound"
-        );
-        for since in ["90s", "15m", "1h", "2d"] {
+        let stats_since = |since: &str| {
             Cli::try_parse_from([
                 "inlet",
                 "stats",
@@ -190,7 +169,19 @@ mod tests {
                 "--since",
                 since,
             ])
-            .unwrap_or_else(|e| panic!("{since}: {e}"));
+        };
+        let err = stats_since("5").unwrap_err().to_string();
+        assert!(err.contains("--since") && err.contains("5m"), "{err}");
+        let err = Cli::try_parse_from(["inlet", "push", "--timeout", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--timeout") && err.contains("10s"), "{err}");
+        assert!(
+            Cli::try_parse_from(["inlet", "push", "--timeout", "0s"]).is_err(),
+            "a zero bound"
+        );
+        for since in ["90s", "15m", "1h", "2d"] {
+            stats_since(since).unwrap_or_else(|e| panic!("{since}: {e}"));
         }
     }
 }
