@@ -392,6 +392,8 @@ mod tests {
             value: -1.0,
             tags: Default::default(),
             timestamp_ms: now,
+            start_ms: None,
+            histogram: None,
         });
         assert_eq!(
             Encoded::encode(&m, &limits, now),

@@ -188,6 +188,33 @@ pub struct WireMetric {
     pub tags: BTreeMap<String, String>,
     /// When it was measured, Unix milliseconds.
     pub timestamp_ms: i64,
+    /// Makes the sample cumulative (counters and distributions): it holds
+    /// the total since `start_ms` (Unix milliseconds), not an increment.
+    /// The worker stores the increase over the series' previous point; a
+    /// new `start_ms` is a reset. OpenTelemetry's cumulative temporality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<i64>,
+    /// A distribution of many observations, already bucketed (an OTLP
+    /// histogram); `value` is then their sum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Histogram>,
+}
+
+/// Many observations of one distribution, bucketed in Inlet's layout
+/// ([`crate::DurationHistogram`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Observations (the sum of the bucket counts).
+    pub count: u64,
+    /// Smallest observation, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest observation, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Bucket index → observations (sparse).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<usize, u64>,
 }
 
 /// One error occurrence.
@@ -321,6 +348,10 @@ pub struct Metric {
     pub tags: BTreeMap<String, String>,
     /// Unix milliseconds.
     pub timestamp_ms: i64,
+    /// Cumulative since this time (see [`WireMetric::start_ms`]).
+    pub start_ms: Option<i64>,
+    /// Bucketed observations (see [`WireMetric::histogram`]).
+    pub histogram: Option<Histogram>,
 }
 
 impl Metric {
@@ -498,6 +529,15 @@ impl BatchError {
     }
 }
 
+/// The samples [`Batch::from_wire_partial`] left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// How many.
+    pub count: usize,
+    /// The rule the first of them broke.
+    pub first: Option<Violation>,
+}
+
 /// Most violations listed in one error.
 pub const MAX_REPORTED_VIOLATIONS: usize = 20;
 
@@ -607,6 +647,162 @@ impl Checker<'_> {
             false
         }
     }
+
+    /// Checks one transaction; whether it passed.
+    fn transaction(&mut self, i: usize, t: &WireTransaction) -> bool {
+        let before = self.failures();
+        let (limits, max_name) = (self.limits, self.limits.max_name_len);
+        let p = |f: &str| format!("transactions[{i}].{f}");
+        self.text(|| p("action"), &t.action, max_name, false);
+        if let Some(ns) = &t.namespace {
+            self.text(|| p("namespace"), ns, max_name, false);
+        }
+        self.timestamp(|| p("start_ms"), t.start_ms);
+        if self.finite(|| p("duration_ms"), t.duration_ms)
+            && !(0.0..=limits.max_duration_ms).contains(&t.duration_ms)
+        {
+            self.fail(
+                || p("duration_ms"),
+                Rule::OutOfRange,
+                format!("must be between 0 and {} ms", limits.max_duration_ms),
+            );
+        }
+        if let Some(s) = t.status
+            && !(100..=599).contains(&s)
+        {
+            self.fail(
+                || p("status"),
+                Rule::OutOfRange,
+                "must be an HTTP status (100-599)",
+            );
+        }
+        if let Some(e) = &t.error {
+            self.text(|| p("error.class"), &e.class, max_name, false);
+            if let Some(m) = &e.message {
+                self.text(|| p("error.message"), m, limits.max_message_len, true);
+            }
+        }
+        self.failures() == before
+    }
+
+    /// Checks one metric sample; whether it passed.
+    fn metric(&mut self, i: usize, m: &WireMetric) -> bool {
+        let before = self.failures();
+        let (limits, max_name) = (self.limits, self.limits.max_name_len);
+        let p = |f: &str| format!("metrics[{i}].{f}");
+        self.text(|| p("name"), &m.name, max_name, false);
+        if self.finite(|| p("value"), m.value) && m.kind == MetricKind::Counter && m.value < 0.0 {
+            self.fail(
+                || p("value"),
+                Rule::OutOfRange,
+                "a counter increment must not be negative",
+            );
+        }
+        self.timestamp(|| p("timestamp_ms"), m.timestamp_ms);
+        self.count(&p("tags"), m.tags.len(), limits.max_tags);
+        for (k, v) in &m.tags {
+            self.text(|| p(&format!("tags.{k}")), k, limits.max_tag_key_len, false);
+            self.text(
+                || p(&format!("tags.{k}")),
+                v,
+                limits.max_tag_value_len,
+                true,
+            );
+        }
+        self.cumulative(i, m);
+        self.failures() == before
+    }
+
+    /// The rules of `start_ms` and `histogram`.
+    fn cumulative(&mut self, i: usize, m: &WireMetric) {
+        let p = |f: &str| format!("metrics[{i}].{f}");
+        if let Some(start) = m.start_ms {
+            if m.kind == MetricKind::Gauge {
+                self.fail(
+                    || p("start_ms"),
+                    Rule::OutOfRange,
+                    "a gauge cannot be cumulative",
+                );
+            } else if !(0..=m.timestamp_ms).contains(&start) {
+                self.fail(
+                    || p("start_ms"),
+                    Rule::OutOfRange,
+                    "must be between 0 and timestamp_ms",
+                );
+            }
+        }
+        let Some(h) = &m.histogram else { return };
+        if m.kind != MetricKind::Distribution {
+            self.fail(
+                || p("histogram"),
+                Rule::OutOfRange,
+                "only a distribution carries a histogram",
+            );
+            return;
+        }
+        if h.buckets.keys().any(|&b| b >= crate::HISTOGRAM_BUCKETS) {
+            self.fail(
+                || p("histogram.buckets"),
+                Rule::OutOfRange,
+                format!(
+                    "bucket indexes run from 0 to {}",
+                    crate::HISTOGRAM_BUCKETS - 1
+                ),
+            );
+        }
+        let total = h.buckets.values().try_fold(0u64, |a, &n| a.checked_add(n));
+        if total != Some(h.count) {
+            self.fail(
+                || p("histogram.count"),
+                Rule::OutOfRange,
+                "must equal the sum of the bucket counts",
+            );
+        }
+        for (f, v) in [("histogram.min", h.min), ("histogram.max", h.max)] {
+            if let Some(v) = v {
+                self.finite(|| p(f), v);
+            }
+        }
+    }
+
+    /// Checks one error sample; whether it passed.
+    fn error(&mut self, i: usize, e: &WireErrorSample) -> bool {
+        let before = self.failures();
+        let (limits, max_name) = (self.limits, self.limits.max_name_len);
+        let p = |f: &str| format!("errors[{i}].{f}");
+        self.text(|| p("class"), &e.class, max_name, false);
+        self.text(|| p("message"), &e.message, limits.max_message_len, true);
+        if let Some(a) = &e.action {
+            self.text(|| p("action"), a, max_name, false);
+        }
+        self.timestamp(|| p("timestamp_ms"), e.timestamp_ms);
+        self.count(
+            &p("backtrace"),
+            e.backtrace.len(),
+            limits.max_backtrace_frames,
+        );
+        for (j, f) in e.backtrace.iter().enumerate() {
+            self.text(
+                || p(&format!("backtrace[{j}].file")),
+                &f.file,
+                max_name,
+                false,
+            );
+            if let Some(func) = &f.function {
+                self.text(
+                    || p(&format!("backtrace[{j}].function")),
+                    func,
+                    max_name,
+                    false,
+                );
+            }
+        }
+        self.failures() == before
+    }
+
+    fn failures(&self) -> usize {
+        self.violations.len() + self.more
+    }
 }
 
 impl Batch {
@@ -651,19 +847,41 @@ impl Batch {
         }
     }
 
-    /// Converts the wire form, checking every rule.
+    /// Converts the wire form, checking every rule: any violation rejects
+    /// the whole batch.
     pub fn from_wire(
         wire: WireBatch,
         limits: &BatchLimits,
         now_ms: i64,
     ) -> Result<Batch, BatchError> {
+        Batch::convert(wire, limits, now_ms, false).map(|(batch, _)| batch)
+    }
+
+    /// Converts the wire form, leaving out the samples that break a rule
+    /// (and those past a count limit) instead of rejecting the batch: the
+    /// OTLP `partial_success` contract. The batch-level fields (agent, app,
+    /// environment, batch id) still reject it whole, as does a batch with
+    /// no sample left.
+    pub fn from_wire_partial(
+        wire: WireBatch,
+        limits: &BatchLimits,
+        now_ms: i64,
+    ) -> Result<(Batch, Rejected), BatchError> {
+        Batch::convert(wire, limits, now_ms, true)
+    }
+
+    fn convert(
+        mut wire: WireBatch,
+        limits: &BatchLimits,
+        now_ms: i64,
+        partial: bool,
+    ) -> Result<(Batch, Rejected), BatchError> {
         let mut c = Checker {
             limits,
             now_ms,
             violations: Vec::new(),
             more: 0,
         };
-        let max_name = limits.max_name_len;
 
         let batch_id = match &wire.batch_id {
             None => None,
@@ -680,15 +898,20 @@ impl Batch {
             }
         };
 
-        c.text(|| "agent.name".into(), &wire.agent.name, max_name, false);
+        c.text(
+            || "agent.name".into(),
+            &wire.agent.name,
+            limits.max_name_len,
+            false,
+        );
         c.text(
             || "agent.version".into(),
             &wire.agent.version,
-            max_name,
+            limits.max_name_len,
             false,
         );
         if let Some(h) = &wire.agent.hostname {
-            c.text(|| "agent.hostname".into(), h, max_name, false);
+            c.text(|| "agent.hostname".into(), h, limits.max_name_len, false);
         }
         let app = AppName::parse(&wire.app)
             .map_err(|e| c.fail(|| "app".into(), rule_of(&e), e.to_string()))
@@ -697,106 +920,67 @@ impl Batch {
             .map_err(|e| c.fail(|| "environment".into(), rule_of(&e), e.to_string()))
             .ok();
 
+        let mut rejected = Rejected::default();
+        if partial && c.failures() > 0 {
+            return Err(BatchError::Invalid {
+                violations: c.violations,
+                more: c.more,
+            });
+        }
+        if partial {
+            let mut keep = |c: &mut Checker<'_>, ok: bool| {
+                if !ok {
+                    rejected.count += 1;
+                    if rejected.first.is_none() {
+                        rejected.first = c.violations.drain(..).next();
+                    }
+                    c.violations.clear();
+                    c.more = 0;
+                }
+                ok
+            };
+            let mut i = 0;
+            wire.transactions.retain(|t| {
+                i += 1;
+                let ok = i <= limits.max_transactions && c.transaction(i - 1, t);
+                keep(&mut c, ok)
+            });
+            let mut i = 0;
+            wire.metrics.retain(|m| {
+                i += 1;
+                let ok = i <= limits.max_metrics && c.metric(i - 1, m);
+                keep(&mut c, ok)
+            });
+            let mut i = 0;
+            wire.errors.retain(|e| {
+                i += 1;
+                let ok = i <= limits.max_errors && c.error(i - 1, e);
+                keep(&mut c, ok)
+            });
+        } else {
+            c.count(
+                "transactions",
+                wire.transactions.len(),
+                limits.max_transactions,
+            );
+            c.count("metrics", wire.metrics.len(), limits.max_metrics);
+            c.count("errors", wire.errors.len(), limits.max_errors);
+            for (i, t) in wire.transactions.iter().enumerate() {
+                c.transaction(i, t);
+            }
+            for (i, m) in wire.metrics.iter().enumerate() {
+                c.metric(i, m);
+            }
+            for (i, e) in wire.errors.iter().enumerate() {
+                c.error(i, e);
+            }
+        }
         if wire.transactions.is_empty() && wire.metrics.is_empty() && wire.errors.is_empty() {
             c.fail(
                 || ".".into(),
                 Rule::Empty,
                 "a batch needs at least one transaction, metric or error",
             );
-        }
-        c.count(
-            "transactions",
-            wire.transactions.len(),
-            limits.max_transactions,
-        );
-        c.count("metrics", wire.metrics.len(), limits.max_metrics);
-        c.count("errors", wire.errors.len(), limits.max_errors);
-
-        for (i, t) in wire.transactions.iter().enumerate() {
-            let p = |f: &str| format!("transactions[{i}].{f}");
-            c.text(|| p("action"), &t.action, max_name, false);
-            if let Some(ns) = &t.namespace {
-                c.text(|| p("namespace"), ns, max_name, false);
-            }
-            c.timestamp(|| p("start_ms"), t.start_ms);
-            if c.finite(|| p("duration_ms"), t.duration_ms)
-                && !(0.0..=limits.max_duration_ms).contains(&t.duration_ms)
-            {
-                c.fail(
-                    || p("duration_ms"),
-                    Rule::OutOfRange,
-                    format!("must be between 0 and {} ms", limits.max_duration_ms),
-                );
-            }
-            if let Some(s) = t.status
-                && !(100..=599).contains(&s)
-            {
-                c.fail(
-                    || p("status"),
-                    Rule::OutOfRange,
-                    "must be an HTTP status (100-599)",
-                );
-            }
-            if let Some(e) = &t.error {
-                c.text(|| p("error.class"), &e.class, max_name, false);
-                if let Some(m) = &e.message {
-                    c.text(|| p("error.message"), m, limits.max_message_len, true);
-                }
-            }
-        }
-
-        for (i, m) in wire.metrics.iter().enumerate() {
-            let p = |f: &str| format!("metrics[{i}].{f}");
-            c.text(|| p("name"), &m.name, max_name, false);
-            if c.finite(|| p("value"), m.value) && m.kind == MetricKind::Counter && m.value < 0.0 {
-                c.fail(
-                    || p("value"),
-                    Rule::OutOfRange,
-                    "a counter increment must not be negative",
-                );
-            }
-            c.timestamp(|| p("timestamp_ms"), m.timestamp_ms);
-            c.count(&p("tags"), m.tags.len(), limits.max_tags);
-            for (k, v) in &m.tags {
-                c.text(|| p(&format!("tags.{k}")), k, limits.max_tag_key_len, false);
-                c.text(
-                    || p(&format!("tags.{k}")),
-                    v,
-                    limits.max_tag_value_len,
-                    true,
-                );
-            }
-        }
-
-        for (i, e) in wire.errors.iter().enumerate() {
-            let p = |f: &str| format!("errors[{i}].{f}");
-            c.text(|| p("class"), &e.class, max_name, false);
-            c.text(|| p("message"), &e.message, limits.max_message_len, true);
-            if let Some(a) = &e.action {
-                c.text(|| p("action"), a, max_name, false);
-            }
-            c.timestamp(|| p("timestamp_ms"), e.timestamp_ms);
-            c.count(
-                &p("backtrace"),
-                e.backtrace.len(),
-                limits.max_backtrace_frames,
-            );
-            for (j, f) in e.backtrace.iter().enumerate() {
-                c.text(
-                    || p(&format!("backtrace[{j}].file")),
-                    &f.file,
-                    max_name,
-                    false,
-                );
-                if let Some(func) = &f.function {
-                    c.text(
-                        || p(&format!("backtrace[{j}].function")),
-                        func,
-                        max_name,
-                        false,
-                    );
-                }
-            }
         }
 
         let (Some(app), Some(environment), true) = (app, environment, c.violations.is_empty())
@@ -807,7 +991,7 @@ impl Batch {
             });
         };
 
-        Ok(Batch {
+        let batch = Batch {
             batch_id,
             agent: Agent {
                 name: wire.agent.name,
@@ -837,6 +1021,8 @@ impl Batch {
                     value: m.value,
                     tags: m.tags,
                     timestamp_ms: m.timestamp_ms,
+                    start_ms: m.start_ms,
+                    histogram: m.histogram,
                 })
                 .collect(),
             errors: wire
@@ -859,7 +1045,8 @@ impl Batch {
                     timestamp_ms: e.timestamp_ms,
                 })
                 .collect(),
-        })
+        };
+        Ok((batch, rejected))
     }
 }
 
@@ -946,6 +1133,105 @@ mod tests {
         assert!(!e.backtrace[0].in_app, "gems path is library code");
         assert!(e.backtrace[1].in_app);
         assert_eq!(e.top_frame().unwrap().file, "app/models/order.rb");
+    }
+
+    #[test]
+    fn partial_conversion_leaves_out_only_the_broken_samples() {
+        let mut v = valid();
+        v["transactions"][1]["duration_ms"] = json!(-1.0);
+        v["metrics"][0]["name"] = json!("");
+        v["metrics"][2]["start_ms"] = json!(NOW + 1);
+        let wire: WireBatch = serde_json::from_value(v.clone()).unwrap();
+        assert!(Batch::from_wire(wire.clone(), &BatchLimits::default(), NOW).is_err());
+        let (b, rejected) = Batch::from_wire_partial(wire, &BatchLimits::default(), NOW).unwrap();
+        assert_eq!(rejected.count, 3);
+        assert_eq!(
+            rejected.first.map(|v| v.path).as_deref(),
+            Some("transactions[1].duration_ms")
+        );
+        assert_eq!(b.transactions().len(), 2);
+        assert_eq!(b.metrics().len(), 1);
+        assert_eq!(b.errors().len(), 1);
+
+        // Past a count limit: the first ones are kept.
+        let limits = BatchLimits {
+            max_transactions: 1,
+            ..BatchLimits::default()
+        };
+        let wire: WireBatch = serde_json::from_value(valid()).unwrap();
+        let (b, rejected) = Batch::from_wire_partial(wire, &limits, NOW).unwrap();
+        assert_eq!((b.transactions().len(), rejected.count), (1, 2));
+        assert_eq!(b.transactions()[0].action, "OrdersController#index");
+
+        // Batch-level fields still reject the whole batch, and so does a
+        // batch with nothing left.
+        let mut v = valid();
+        v["environment"] = json!("no spaces");
+        let wire: WireBatch = serde_json::from_value(v).unwrap();
+        assert!(Batch::from_wire_partial(wire, &BatchLimits::default(), NOW).is_err());
+        let mut v = valid();
+        v["transactions"] = json!([{"action": "", "start_ms": NOW, "duration_ms": 1.0}]);
+        v["metrics"] = json!([]);
+        v["errors"] = json!([]);
+        let wire: WireBatch = serde_json::from_value(v).unwrap();
+        match Batch::from_wire_partial(wire, &BatchLimits::default(), NOW) {
+            Err(BatchError::Invalid { violations, .. }) => assert_eq!(violations[0].path, "."),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cumulative_and_histogram_rules() {
+        let with = |m: serde_json::Value| {
+            let mut v = valid();
+            v["metrics"] = json!([m]);
+            decode(&v)
+        };
+        let ok = with(json!({"kind": "distribution", "name": "d", "value": 30.0,
+            "timestamp_ms": NOW, "start_ms": NOW - 60_000,
+            "histogram": {"count": 3, "min": 5.0, "max": 20.0, "buckets": {"20": 1, "28": 2}}}))
+        .unwrap();
+        let m = &ok.metrics()[0];
+        assert_eq!(m.start_ms, Some(NOW - 60_000));
+        assert_eq!(m.histogram.as_ref().map(|h| h.count), Some(3));
+        assert!(
+            with(json!({"kind": "counter", "name": "c", "value": 9.0,
+            "timestamp_ms": NOW, "start_ms": 0}))
+            .is_ok(),
+            "a start long ago is fine"
+        );
+        for (bad, path) in [
+            (
+                json!({"kind": "gauge", "name": "g", "value": 1.0, "timestamp_ms": NOW, "start_ms": NOW}),
+                "metrics[0].start_ms",
+            ),
+            (
+                json!({"kind": "counter", "name": "c", "value": 1.0, "timestamp_ms": NOW, "start_ms": NOW + 1}),
+                "metrics[0].start_ms",
+            ),
+            (
+                json!({"kind": "counter", "name": "c", "value": 1.0, "timestamp_ms": NOW,
+                "histogram": {"count": 0}}),
+                "metrics[0].histogram",
+            ),
+            (
+                json!({"kind": "distribution", "name": "d", "value": 1.0, "timestamp_ms": NOW,
+                "histogram": {"count": 2, "buckets": {"3": 1}}}),
+                "metrics[0].histogram.count",
+            ),
+            (
+                json!({"kind": "distribution", "name": "d", "value": 1.0, "timestamp_ms": NOW,
+                "histogram": {"count": 1, "buckets": {"999": 1}}}),
+                "metrics[0].histogram.buckets",
+            ),
+        ] {
+            match with(bad.clone()) {
+                Err(BatchError::Invalid { violations, .. }) => {
+                    assert_eq!(violations[0].path, path, "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -1216,6 +1502,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             timestamp_ms: NOW,
+            start_ms: None,
+            histogram: None,
         }
     }
 

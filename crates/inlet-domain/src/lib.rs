@@ -60,9 +60,9 @@ pub mod setting;
 pub mod time;
 
 pub use batch::{
-    Agent, Batch, BatchError, BatchId, BatchLimits, ErrorSample, Frame, Metric, MetricKind, Rule,
-    Transaction, Violation, WireAgent, WireBatch, WireErrorSample, WireFrame, WireMetric,
-    WireTransaction, WireTransactionError,
+    Agent, Batch, BatchError, BatchId, BatchLimits, ErrorSample, Frame, Histogram, Metric,
+    MetricKind, Rejected, Rule, Transaction, Violation, WireAgent, WireBatch, WireErrorSample,
+    WireFrame, WireMetric, WireTransaction, WireTransactionError,
 };
 pub use encoding::{ContentEncoding, DecodeError, UnsupportedEncoding};
 pub use envelope::{ENVELOPE_CONTENT_TYPE, Envelope, EnvelopeError};

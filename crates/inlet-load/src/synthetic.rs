@@ -124,6 +124,8 @@ pub fn synthetic_batch<R: Rng + ?Sized>(
                 )]
                 .into(),
                 timestamp_ms: now_ms,
+                start_ms: None,
+                histogram: None,
             },
             1 => WireMetric {
                 kind: MetricKind::Gauge,
@@ -131,6 +133,8 @@ pub fn synthetic_batch<R: Rng + ?Sized>(
                 value: f64::from(rng.random_range(0..32)),
                 tags: [("host".to_owned(), host.clone())].into(),
                 timestamp_ms: now_ms,
+                start_ms: None,
+                histogram: None,
             },
             2 => WireMetric {
                 kind: MetricKind::Distribution,
@@ -145,6 +149,8 @@ pub fn synthetic_batch<R: Rng + ?Sized>(
                 ]
                 .into(),
                 timestamp_ms: now_ms,
+                start_ms: None,
+                histogram: None,
             },
             _ => WireMetric {
                 kind: MetricKind::Gauge,
@@ -152,6 +158,8 @@ pub fn synthetic_batch<R: Rng + ?Sized>(
                 value: (300.0 + rng.random::<f64>() * 200.0).round(),
                 tags: [("host".to_owned(), host.clone())].into(),
                 timestamp_ms: now_ms,
+                start_ms: None,
+                histogram: None,
             },
         };
         metrics.push(m);

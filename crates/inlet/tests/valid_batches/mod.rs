@@ -133,6 +133,8 @@ fn metric(limits: &BatchLimits, now: i64) -> impl Strategy<Value = WireMetric> {
             },
             tags,
             timestamp_ms,
+            start_ms: None,
+            histogram: None,
         })
 }
 
@@ -297,6 +299,8 @@ fn at_max_counts(limits: &BatchLimits, now: i64, index: usize) -> WireBatch {
                 )]
                 .into(),
                 timestamp_ms: start + i as i64 * 10,
+                start_ms: None,
+                histogram: None,
             })
             .collect(),
         errors: (0..limits.max_errors)
