@@ -4,7 +4,13 @@
 //! metric series), so the worker folds every message of a delivery batch
 //! into one [`Aggregates`] first and writes each bucket once: fewer, larger
 //! writes than one upsert per sample.
+//!
+//! Cumulative samples cannot be folded without the series' stored last
+//! point: they are collected per series ([`Aggregates::cumulative`]) and
+//! resolved into increases inside the write's transaction
+//! ([`Aggregates::resolve`], [`crate::cumulative`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use inlet_domain::{
@@ -13,6 +19,8 @@ use inlet_domain::{
 };
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+
+use crate::cumulative::{self, Point};
 
 /// Identity of a transaction bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,7 +132,7 @@ impl MetricStats {
         }
     }
 
-    /// One counter increment.
+    /// One counter increment (a sample, or a cumulative series' increase).
     fn add_increment(&mut self, value: f64) {
         self.count += 1;
         self.sum += value;
@@ -144,7 +152,8 @@ impl MetricStats {
     }
 }
 
-/// Observations of a distribution: one sample or a histogram.
+/// Observations of a distribution: one sample, a histogram, or what a
+/// cumulative histogram added.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observations {
     /// How many.
@@ -165,6 +174,17 @@ impl Observations {
             sum: value,
             buckets: BTreeMap::from([(DurationHistogram::bucket(value), 1)]),
             range: Some((value, value)),
+        }
+    }
+
+    /// A sum without observations (a counter's increase; a cumulative
+    /// distribution sent without a histogram).
+    pub fn sum_only(sum: f64) -> Self {
+        Observations {
+            count: 0,
+            sum,
+            buckets: BTreeMap::new(),
+            range: None,
         }
     }
 
@@ -222,6 +242,59 @@ impl Observations {
     }
 }
 
+/// Identity of a cumulative series (a metric bucket without its minute).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// Account.
+    pub account: String,
+    /// App.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Series id (kind, name, sorted tags).
+    pub series: String,
+}
+
+impl SeriesKey {
+    /// The `_id` of the series' stored last point.
+    pub fn state_id(&self) -> String {
+        bucket_id(&[&self.account, &self.app, &self.environment, &self.series])
+    }
+
+    fn minute(&self, timestamp_ms: i64) -> MetricKey {
+        MetricKey {
+            account: self.account.clone(),
+            app: self.app.clone(),
+            environment: self.environment.clone(),
+            series: self.series.clone(),
+            minute: Minute::containing(timestamp_ms),
+        }
+    }
+}
+
+/// The cumulative points of one series in a delivery batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CumulativeSeries {
+    /// Counter or distribution.
+    pub kind: MetricKind,
+    /// Name.
+    pub name: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// The points, in arrival order.
+    pub points: Vec<Point>,
+}
+
+/// The metric buckets of a delivery batch once the cumulative series are
+/// resolved against their stored points.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    /// Every metric bucket: the deltas and the increases.
+    pub metrics: Cow<'a, HashMap<MetricKey, MetricStats>>,
+    /// The new last point of each series that moved.
+    pub points: Vec<(&'a SeriesKey, &'a CumulativeSeries, Point)>,
+}
+
 /// Identity of an error group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ErrorKey {
@@ -272,6 +345,9 @@ pub struct Aggregates {
     pub metrics: HashMap<MetricKey, MetricStats>,
     /// Error groups.
     pub errors: HashMap<ErrorKey, ErrorStats>,
+    /// Cumulative samples, per series, to be resolved against the stored
+    /// points ([`Self::resolve`]).
+    pub cumulative: HashMap<SeriesKey, CumulativeSeries>,
     /// Samples folded in, by kind: transactions, metrics, errors.
     pub items: (u64, u64, u64),
 }
@@ -279,7 +355,10 @@ pub struct Aggregates {
 impl Aggregates {
     /// Whether nothing was folded in.
     pub fn is_empty(&self) -> bool {
-        self.transactions.is_empty() && self.metrics.is_empty() && self.errors.is_empty()
+        self.transactions.is_empty()
+            && self.metrics.is_empty()
+            && self.errors.is_empty()
+            && self.cumulative.is_empty()
     }
 
     /// Folds one validated batch of `account` in.
@@ -314,6 +393,25 @@ impl Aggregates {
     }
 
     fn add_metric(&mut self, account: &str, app: &str, env: &str, m: &Metric) {
+        if let Some(point) = Point::of(m) {
+            let key = SeriesKey {
+                account: account.to_owned(),
+                app: app.to_owned(),
+                environment: env.to_owned(),
+                series: m.series_id(),
+            };
+            self.cumulative
+                .entry(key)
+                .or_insert_with(|| CumulativeSeries {
+                    kind: m.kind,
+                    name: m.name.clone(),
+                    tags: m.tags.clone(),
+                    points: Vec::new(),
+                })
+                .points
+                .push(point);
+            return;
+        }
         let key = MetricKey {
             account: account.to_owned(),
             app: app.to_owned(),
@@ -338,6 +436,42 @@ impl Aggregates {
                     s.last = Some((m.timestamp_ms, m.value));
                 }
             }
+        }
+    }
+
+    /// The metric buckets with what every cumulative series adds over its
+    /// `stored` last point folded in (as counter increments and delta
+    /// distributions, each into the minute of its point), and the new last
+    /// point of each series that moved. Without cumulative series, the
+    /// buckets as they are.
+    pub fn resolve<'a>(&'a self, stored: &HashMap<String, Point>) -> Resolved<'a> {
+        if self.cumulative.is_empty() {
+            return Resolved {
+                metrics: Cow::Borrowed(&self.metrics),
+                points: Vec::new(),
+            };
+        }
+        let mut metrics = self.metrics.clone();
+        let mut points = Vec::new();
+        for (key, series) in &self.cumulative {
+            let (increases, last) =
+                cumulative::advance(series.kind, stored.get(&key.state_id()), &series.points);
+            for (timestamp_ms, o) in increases {
+                let s = metrics
+                    .entry(key.minute(timestamp_ms))
+                    .or_insert_with(|| MetricStats::new(series.kind, &series.name, &series.tags));
+                match series.kind {
+                    MetricKind::Distribution => s.add_observations(&o),
+                    _ => s.add_increment(o.sum),
+                }
+            }
+            if let Some(last) = last {
+                points.push((key, series, last));
+            }
+        }
+        Resolved {
+            metrics: Cow::Owned(metrics),
+            points,
         }
     }
 
