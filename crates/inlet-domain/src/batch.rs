@@ -750,6 +750,12 @@ impl<'a> Checker<'a> {
                     Rule::OutOfRange,
                     "a gauge cannot be cumulative",
                 );
+            } else if m.kind == MetricKind::Distribution && m.histogram.is_none() {
+                self.fail(
+                    || p("start_ms"),
+                    Rule::OutOfRange,
+                    "a cumulative distribution needs its histogram",
+                );
             } else if !(0..=m.timestamp_ms).contains(&start) {
                 self.fail(
                     || p("start_ms"),
@@ -1149,6 +1155,10 @@ mod tests {
             ),
             (
                 json!({"kind": "counter", "name": "c", "value": 1.0, "timestamp_ms": NOW, "start_ms": NOW + 1}),
+                "metrics[0].start_ms",
+            ),
+            (
+                json!({"kind": "distribution", "name": "d", "value": 1.0, "timestamp_ms": NOW, "start_ms": 0}),
                 "metrics[0].start_ms",
             ),
             (
