@@ -77,6 +77,7 @@ fn expected_facts(e: &Value) -> Facts {
             format!("{k}: message"),
             e["error_messages"][class].as_str().unwrap().to_owned(),
         );
+        want.insert(format!("{k}: frames from the script"), "true".into());
     }
     want
 }
