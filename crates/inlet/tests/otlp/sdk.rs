@@ -8,12 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use inlet_domain::DurationHistogram;
 use inlet_testkit::{LoadBalancer, wait_until};
 use serde_json::Value;
 
 use crate::python::{Emitter, python_with_sdk};
 use crate::stack::{ACCOUNT, Stack};
-use crate::stored::{Facts, n, series};
+use crate::stored::{Facts, buckets, n, series};
 
 const SERVICE: &str = "shop-otel";
 const STEP: Duration = Duration::from_secs(120);
@@ -68,6 +69,7 @@ fn expected_facts(e: &Value) -> Facts {
         for field in ["count", "sum", "min", "max"] {
             want.insert(format!("distribution {env} {s}: {field}"), n(f(&d[field])));
         }
+        want.insert(format!("distribution {env} {s}: buckets"), inlet_buckets(d));
     }
     for (class, count) in e["error_samples"].as_object().unwrap() {
         let k = format!("error {env} {class}");
@@ -80,6 +82,30 @@ fn expected_facts(e: &Value) -> Facts {
         want.insert(format!("{k}: frames from the script"), "true".into());
     }
     want
+}
+
+/// Where the observations of an explicit-bucket histogram land in
+/// Inlet's layout (`docs/otlp.md`, "Histogram buckets"): each OTLP bucket
+/// at its midpoint, the open first and last buckets at the point's min
+/// and max. The points are cumulative: their min and max are those of
+/// every value.
+fn inlet_buckets(d: &Value) -> String {
+    let bounds: Vec<f64> = d["bounds"].as_array().unwrap().iter().map(f).collect();
+    let (min, max) = (f(&d["min"]), f(&d["max"]));
+    let mut h = BTreeMap::new();
+    for v in d["values"].as_array().unwrap().iter().map(f) {
+        // OTLP bucket i holds (bounds[i-1], bounds[i]].
+        let i = bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
+        let at = if i == 0 {
+            min.min(bounds[0])
+        } else if i == bounds.len() {
+            max.max(bounds[i - 1])
+        } else {
+            (bounds[i - 1] + bounds[i]) / 2.0
+        };
+        *h.entry(DurationHistogram::bucket(at)).or_insert(0) += 1;
+    }
+    buckets(&h)
 }
 
 /// The `OTEL_*` variables of an application pointed at Inlet.

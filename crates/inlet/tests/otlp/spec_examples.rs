@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use inlet_domain::DurationHistogram;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::stack::Stack;
-use crate::stored::{Facts, n, series};
+use crate::stored::{Facts, buckets, n, series};
 
 /// The newest timestamp in the examples (trace.json's span end).
 const NEWEST_EXAMPLE_NS: i128 = 1_544_712_661_000_000_000;
@@ -142,6 +143,7 @@ fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// given).
 fn expected() -> Facts {
     let mut f = Facts::new();
+    let mut text = Vec::new();
     let mut put = |k: String, v: f64| {
         f.insert(k, n(v));
     };
@@ -165,6 +167,9 @@ fn expected() -> Facts {
     for (field, v) in [("count", 2.0), ("sum", 2.0), ("min", 0.0), ("max", 2.0)] {
         put(format!("distribution default {s}: {field}"), v);
     }
+    // Bounds [1]: (−∞, 1] at its min (0: underflow), (1, +∞) at its max.
+    let h = BTreeMap::from([(0, 1), (DurationHistogram::bucket(2.0), 1)]);
+    text.push((format!("distribution default {s}: buckets"), buckets(&h)));
     let s = series(
         "my.exponential.histogram",
         &tags(&[("my.exponential.histogram.attr", "some value")]),
@@ -172,12 +177,17 @@ fn expected() -> Facts {
     for (field, v) in [("count", 3.0), ("sum", 10.0), ("min", 0.0), ("max", 5.0)] {
         put(format!("distribution default {s}: {field}"), v);
     }
+    // Scale 0 (base 2): the zero bucket underflows; positive bucket 2,
+    // (4, 8], at its geometric midpoint 2^2.5.
+    let h = BTreeMap::from([(0, 1), (DurationHistogram::bucket(2f64.powf(2.5)), 2)]);
+    text.push((format!("distribution default {s}: buckets"), buckets(&h)));
     // The partial export's supported point.
     let s = series("my.second.gauge", &BTreeMap::new());
     put(format!("gauge default {s}: last"), 7.0);
     // logs.json: one record, severityText "Information".
     let s = series("log.records", &tags(&[("severity", "information")]));
     put(format!("counter default {s}: total"), 1.0);
+    f.extend(text);
     f
 }
 

@@ -17,8 +17,8 @@ pub fn n(v: f64) -> String {
     format!("{v}")
 }
 
-fn num(d: &Document, key: &str) -> f64 {
-    match d.get(key) {
+fn value(v: Option<&Bson>) -> f64 {
+    match v {
         Some(Bson::Double(v)) => *v,
         Some(Bson::Int32(v)) => f64::from(*v),
         Some(Bson::Int64(v)) => *v as f64,
@@ -26,8 +26,23 @@ fn num(d: &Document, key: &str) -> f64 {
     }
 }
 
+fn num(d: &Document, key: &str) -> f64 {
+    value(d.get(key))
+}
+
 fn string(d: &Document, key: &str) -> String {
     d.get_str(key).unwrap_or("<missing>").to_owned()
+}
+
+/// Histogram buckets as `bucket:count` pairs in bucket order (the
+/// indexes of `inlet_domain::DurationHistogram`), empty buckets left out.
+pub fn buckets(h: &BTreeMap<usize, u64>) -> String {
+    let pairs: Vec<String> = h
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(b, n)| format!("{b}:{n}"))
+        .collect();
+    pairs.join(" ")
 }
 
 /// `name{k=v,k=v}` (tags sorted by key).
@@ -96,8 +111,10 @@ pub async fn read(db: &Database, account: &str, app: &str) -> Facts {
             f64::max,
         );
     }
-    // Gauges: the last value of the latest minute.
+    // Gauges: the last value of the latest minute; distributions: their
+    // buckets summed over the minutes.
     let mut gauges: BTreeMap<String, (i64, f64)> = BTreeMap::new();
+    let mut hists: BTreeMap<String, BTreeMap<usize, u64>> = BTreeMap::new();
     for d in find(db, "metric_minutes", filter.clone()).await {
         let kind = string(&d, "kind");
         let k = format!(
@@ -119,11 +136,21 @@ pub async fn read(db: &Database, account: &str, app: &str) -> Facts {
                 add(&mut f, format!("{k}: sum"), num(&d, "sum"));
                 extreme(&mut f, format!("{k}: min"), num(&d, "min"), f64::min);
                 extreme(&mut f, format!("{k}: max"), num(&d, "max"), f64::max);
+                let hist = hists.entry(format!("{k}: buckets")).or_default();
+                if let Ok(h) = d.get_document("hist") {
+                    for (b, count) in h {
+                        let b = b.parse().unwrap_or(usize::MAX);
+                        *hist.entry(b).or_default() += value(Some(count)) as u64;
+                    }
+                }
             }
         }
     }
     for (k, (_, last)) in gauges {
         f.insert(format!("{k}: last"), n(last));
+    }
+    for (k, h) in hists {
+        f.insert(k, buckets(&h));
     }
     for d in find(db, "error_groups", filter.clone()).await {
         let k = format!(
