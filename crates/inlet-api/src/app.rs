@@ -14,12 +14,14 @@ use actix_web::{App, HttpMessage as _, HttpResponse, HttpServer, web};
 use inlet_auth::Authenticator;
 use inlet_domain::{BatchLimits, RateLimit};
 use inlet_obs::{AdminServer, Health, ReadinessDetail, health_response, metrics_response};
+use inlet_otlp::Signal;
 use inlet_queue::Publisher;
 use prometheus::Registry;
 
 use crate::budget::Budget;
 use crate::error::ApiError;
 use crate::metrics::{ApiMetrics, PUSH_ROUTE, ResponseCode};
+use crate::otlp::{self, OtlpFormat};
 use crate::push::push;
 use crate::ratelimit::RateLimiter;
 use crate::request_id::{REQUEST_ID, RequestId};
@@ -150,6 +152,12 @@ impl Application {
                 })
                 .route(PUSH_ROUTE, web::post().to(push))
                 .route(PUSH_ROUTE, web::route().to(only_post))
+                .route(Signal::Traces.path(), web::post().to(otlp::traces))
+                .route(Signal::Metrics.path(), web::post().to(otlp::metrics))
+                .route(Signal::Logs.path(), web::post().to(otlp::logs))
+                .route(Signal::Traces.path(), web::route().to(otlp_only_post))
+                .route(Signal::Metrics.path(), web::route().to(otlp_only_post))
+                .route(Signal::Logs.path(), web::route().to(otlp_only_post))
                 .route("/health/live", web::get().to(live))
                 .route("/health/live", web::route().to(only_get))
                 .route("/health/ready", web::get().to(ready))
@@ -240,11 +248,15 @@ impl Application {
 /// answer carries `X-Request-Id`, and `Connection: close` once shutdown
 /// has begun.
 fn answer(res: ServiceResponse, state: &AppState, rid: &str) -> ServiceResponse {
+    let otlp = res.request().extensions().get::<OtlpFormat>().copied();
     let problem = res
         .response()
         .error()
         .and_then(|e| e.as_error::<ApiError>())
-        .map(|e| e.to_response(&state.settings, rid));
+        .map(|e| match otlp {
+            Some(OtlpFormat(format)) => e.to_otlp_response(&state.settings, rid, format),
+            None => e.to_response(&state.settings, rid),
+        });
     let mut res = match problem {
         Some(resp) => res.into_response(resp),
         None => res,
@@ -355,6 +367,11 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 async fn only_post() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { allow: "POST" })
+}
+
+async fn otlp_only_post(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    otlp::format_of(&req);
     Err(ApiError::MethodNotAllowed { allow: "POST" })
 }
 

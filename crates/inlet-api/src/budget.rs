@@ -7,7 +7,7 @@
 //!   its first byte is read until its answer (reading, decoding,
 //!   publishing: the body and its envelope live that long).
 //! - **decoding** (one `api.max_decoded_bytes` per HTTP worker): a push
-//!   whose body decodes to more than `push::INLINE_DECODED_BYTES` is decoded
+//!   whose body decodes to more than `intake::INLINE_DECODED_BYTES` is decoded
 //!   and validated on the blocking pool, holding room here for its
 //!   decompressed text (`max_decoded_bytes`, or the body's length for an
 //!   identity body) until that is done, before it is published. Smaller

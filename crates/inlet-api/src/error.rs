@@ -4,7 +4,7 @@
 //!
 //! | status | codes | agent should |
 //! |---|---|---|
-//! | 400 | `invalid_json`, `invalid_batch`, `corrupt_body`, `body_incomplete` | drop, never retry |
+//! | 400 | `invalid_json`, `invalid_batch`, `invalid_otlp`, `corrupt_body`, `body_incomplete` | drop, never retry |
 //! | 401 | `missing_key`, `malformed_key`, `unknown_key`, `revoked_key` | keep data (`retryable`), retry within the auth grace, then after `probe_after_s` |
 //! | 403 | `account_suspended`, `app_forbidden` | likewise |
 //! | 404/405 | `not_found`, `method_not_allowed` | fix the client |
@@ -52,8 +52,13 @@ pub enum ApiError {
         /// Seconds until a token is available.
         wait_s: u32,
     },
-    /// `Content-Type` is not JSON.
-    UnsupportedMediaType(String),
+    /// `Content-Type` is not one the route takes.
+    UnsupportedMediaType {
+        /// The type sent (cut to 64 characters).
+        got: String,
+        /// The types the route takes.
+        expected: &'static str,
+    },
     /// `Content-Encoding` is not supported.
     UnsupportedEncoding(UnsupportedEncoding),
     /// The body, or the body once decompressed, is over its limit.
@@ -74,6 +79,8 @@ pub enum ApiError {
     },
     /// The batch is not valid JSON or breaks the schema.
     Batch(BatchError),
+    /// The OTLP export request does not decode.
+    Otlp(inlet_otlp::DecodeError),
     /// The broker did not confirm.
     Queue(PublishError),
     /// No room in the memory budgets within the wait.
@@ -118,7 +125,7 @@ impl ApiError {
             ),
             ApiError::AppForbidden { .. } => (StatusCode::FORBIDDEN, "app_forbidden"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::UnsupportedMediaType(_) => {
+            ApiError::UnsupportedMediaType { .. } => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::UnsupportedEncoding(_) => {
@@ -131,6 +138,7 @@ impl ApiError {
             ApiError::BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "body_incomplete"),
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::Batch(e) => (StatusCode::BAD_REQUEST, e.code()),
+            ApiError::Otlp(_) => (StatusCode::BAD_REQUEST, "invalid_otlp"),
             ApiError::Queue(e) => (StatusCode::SERVICE_UNAVAILABLE, e.code()),
             ApiError::ServerBusy => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
@@ -163,8 +171,8 @@ impl ApiError {
             ApiError::RateLimited { wait_s } => {
                 format!("rate limit exceeded for this key; retry in {wait_s} s")
             }
-            ApiError::UnsupportedMediaType(ct) => {
-                format!("content type {ct:?} is not supported; send application/json")
+            ApiError::UnsupportedMediaType { got, expected } => {
+                format!("content type {got:?} is not supported; send {expected}")
             }
             ApiError::UnsupportedEncoding(e) => e.to_string(),
             ApiError::PayloadTooLarge {
@@ -183,6 +191,7 @@ impl ApiError {
                 "the body did not arrive within {after_ms} ms; nothing was kept, send it again"
             ),
             ApiError::Batch(e) => e.to_string(),
+            ApiError::Otlp(e) => e.to_string(),
             ApiError::Queue(e) => format!("the push could not be queued: {e}"),
             ApiError::ServerBusy => {
                 "this instance holds as many push bytes as it may right now; retry".into()
@@ -280,6 +289,47 @@ impl ApiError {
     /// (429, 503), `Allow` (405), `Connection: close` (`shutting_down`),
     /// and the [`ResponseCode`] for the metrics.
     pub fn to_response(&self, settings: &ApiSettings, request_id: &str) -> HttpResponse {
+        let (mut builder, code, directive) = self.head(settings);
+        let mut resp = builder.json(self.problem_with(code, &directive, request_id));
+        resp.extensions_mut().insert(ResponseCode(code));
+        resp
+    }
+
+    /// The same answer for an OTLP route: status and headers as
+    /// [`ApiError::to_response`], `X-Inlet-Error: <code>`, and a
+    /// `google.rpc.Status` body in the request's format whose
+    /// `google.rpc.ErrorInfo` detail carries the code (`reason`) and the
+    /// directive (`metadata`: `retryable`, `retry_after_s`,
+    /// `probe_after_s`, `request_id`).
+    pub fn to_otlp_response(
+        &self,
+        settings: &ApiSettings,
+        request_id: &str,
+        format: inlet_otlp::Format,
+    ) -> HttpResponse {
+        let (mut builder, code, directive) = self.head(settings);
+        let mut metadata = std::collections::BTreeMap::new();
+        metadata.insert("retryable".to_owned(), directive.retryable.to_string());
+        for (key, value) in [
+            ("retry_after_s", directive.retry_after_s),
+            ("probe_after_s", directive.probe_after_s),
+        ] {
+            if let Some(v) = value {
+                metadata.insert(key.to_owned(), v.to_string());
+            }
+        }
+        metadata.insert("request_id".to_owned(), request_id.to_owned());
+        let status = self.status_and_code().0.as_u16();
+        let body = inlet_otlp::answer::failure(format, status, &self.message(), code, metadata);
+        builder.insert_header((OTLP_ERROR_HEADER, code));
+        let mut resp = builder.content_type(format.content_type()).body(body);
+        resp.extensions_mut().insert(ResponseCode(code));
+        resp
+    }
+
+    /// The status, the headers every rendering shares (`Retry-After`,
+    /// `Allow`, `Connection: close`), the code and the directive.
+    fn head(&self, settings: &ApiSettings) -> (HttpResponseBuilder, &'static str, Directive) {
         let (status, code) = self.status_and_code();
         let directive = self.directive(status, settings);
         let mut builder = HttpResponseBuilder::new(status);
@@ -297,11 +347,12 @@ impl ApiError {
             }
             _ => {}
         }
-        let mut resp = builder.json(self.problem_with(code, &directive, request_id));
-        resp.extensions_mut().insert(ResponseCode(code));
-        resp
+        (builder, code, directive)
     }
 }
+
+/// The header an OTLP route's failure names its code in.
+pub const OTLP_ERROR_HEADER: &str = "x-inlet-error";
 
 /// What an agent should do with a refused push.
 struct Directive {

@@ -7,6 +7,11 @@
 //!   the bytes all pushes hold at once stay within a process-wide budget
 //!   (503 `server_busy` beyond it); 202 is sent only after the broker
 //!   confirmed the message.
+//! - `POST /v1/traces`, `/v1/metrics`, `/v1/logs` — OTLP/HTTP exports
+//!   (protobuf or JSON), through the same intake steps, mapped by
+//!   [`inlet_otlp`] onto push batches; 200 with the OTLP response (and
+//!   `partial_success`) only after the broker confirmed; failures as
+//!   `google.rpc.Status` with the same status codes and directive.
 //! - `GET /health/live`, `GET /health/ready` — ready only when the
 //!   authenticator can decide **and** the publisher is connected, and never
 //!   once shutdown has begun.
@@ -19,15 +24,19 @@
 //!
 //! # Layout
 //!
-//! Modules form a tree with no cycles: `app` uses the rest; `push` uses
-//! `state`, `error`, `metrics` and `request_id`; `state` and `error` use
+//! Modules form a tree with no cycles: `app` uses the rest; `push` and
+//! `otlp` use `intake`, `state`, `error`, `metrics` (and `push`
+//! `request_id`); `intake` uses `state`, `error` and `budget`; `state` and `error` use
 //! only the leaves (`budget`, `metrics`, `ratelimit`, `settings`,
 //! `request_id`), which use no other module of the crate.
 //!
 //! - [`app`]: [`Application`] (`build`, `port`, `run_until_stopped`), the
 //!   middleware every answer passes (request id, an error's problem
 //!   document, metrics), readiness wiring, graceful drain.
+//! - `intake`: the steps every intake route shares (auth, rate limit,
+//!   content checks, body reading, decoding within limits, envelopes).
 //! - [`push`]: the push handler.
+//! - [`otlp`]: the OTLP/HTTP handlers.
 //! - [`state`]: [`AppState`](state::AppState), what handlers share.
 //! - [`request_id`]: [`RequestId`](request_id::RequestId), the
 //!   `X-Request-Id` of a request.
@@ -53,7 +62,9 @@
 pub mod app;
 pub mod budget;
 pub mod error;
+pub(crate) mod intake;
 pub mod metrics;
+pub mod otlp;
 pub mod push;
 pub mod ratelimit;
 pub mod request_id;

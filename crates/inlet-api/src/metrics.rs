@@ -22,6 +22,10 @@ pub struct ApiMetrics {
     /// `inlet_api_batch_items_total{kind}`: accepted samples by kind
     /// (`transaction`, `metric`, `error`).
     pub items: IntCounterVec,
+    /// `inlet_api_otlp_items_total{signal, outcome}`: spans, data points
+    /// and log records of accepted OTLP exports, `accepted` (stored, or
+    /// nothing to store) or `rejected` (left out: `partial_success`).
+    pub otlp_items: IntCounterVec,
     /// `inlet_api_in_flight_requests`: requests being handled.
     pub in_flight: IntGauge,
     /// `inlet_api_dependency_ready{dependency}`: 1 when `auth` can decide /
@@ -89,6 +93,7 @@ impl ApiMetrics {
             Box::new(self.duration.clone()),
             Box::new(self.body_bytes.clone()),
             Box::new(self.items.clone()),
+            Box::new(self.otlp_items.clone()),
             Box::new(self.in_flight.clone()),
             Box::new(self.dependency_ready.clone()),
             Box::new(self.ready.clone()),
@@ -141,6 +146,13 @@ impl ApiMetrics {
             body_bytes,
             items,
             hot,
+            otlp_items: IntCounterVec::new(
+                Opts::new(
+                    "inlet_api_otlp_items_total",
+                    "Spans, data points and log records of accepted OTLP exports, accepted or rejected.",
+                ),
+                &["signal", "outcome"],
+            )?,
             in_flight: IntGauge::new("inlet_api_in_flight_requests", "Requests being handled.")?,
             dependency_ready: IntGaugeVec::new(
                 Opts::new(

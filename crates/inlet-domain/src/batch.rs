@@ -68,6 +68,23 @@ impl Default for BatchLimits {
 }
 
 impl BatchLimits {
+    /// The first rule one transaction sample breaks, if any (its path as
+    /// if it were `transactions[0]`). For producers that build samples one
+    /// by one and leave out the broken ones (the OTLP mapping).
+    pub fn check_transaction(&self, t: &WireTransaction, now_ms: i64) -> Result<(), Violation> {
+        Checker::new(self, now_ms).verdict(|c| c.transaction(0, t))
+    }
+
+    /// The first rule one metric sample breaks, if any (as `metrics[0]`).
+    pub fn check_metric(&self, m: &WireMetric, now_ms: i64) -> Result<(), Violation> {
+        Checker::new(self, now_ms).verdict(|c| c.metric(0, m))
+    }
+
+    /// The first rule one error sample breaks, if any (as `errors[0]`).
+    pub fn check_error(&self, e: &WireErrorSample, now_ms: i64) -> Result<(), Violation> {
+        Checker::new(self, now_ms).verdict(|c| c.error(0, e))
+    }
+
     /// Checks values serde cannot (keys as in the `[limits]` section).
     pub fn validate(&self) -> Result<(), crate::InvalidSetting> {
         if !(self.max_duration_ms.is_finite() && self.max_duration_ms > 0.0) {
@@ -529,15 +546,6 @@ impl BatchError {
     }
 }
 
-/// The samples [`Batch::from_wire_partial`] left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rejected {
-    /// How many.
-    pub count: usize,
-    /// The rule the first of them broke.
-    pub first: Option<Violation>,
-}
-
 /// Most violations listed in one error.
 pub const MAX_REPORTED_VIOLATIONS: usize = 20;
 
@@ -577,7 +585,26 @@ struct Checker<'a> {
     more: usize,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    fn new(limits: &'a BatchLimits, now_ms: i64) -> Self {
+        Checker {
+            limits,
+            now_ms,
+            violations: Vec::new(),
+            more: 0,
+        }
+    }
+
+    fn verdict(mut self, check: impl FnOnce(&mut Self) -> bool) -> Result<(), Violation> {
+        if check(&mut self) {
+            return Ok(());
+        }
+        match self.violations.into_iter().next() {
+            Some(v) => Err(v),
+            None => Ok(()),
+        }
+    }
+
     fn fail(&mut self, path: impl FnOnce() -> String, rule: Rule, message: impl Into<String>) {
         if self.violations.len() < MAX_REPORTED_VIOLATIONS {
             self.violations.push(Violation {
@@ -847,41 +874,13 @@ impl Batch {
         }
     }
 
-    /// Converts the wire form, checking every rule: any violation rejects
-    /// the whole batch.
+    /// Converts the wire form, checking every rule.
     pub fn from_wire(
         wire: WireBatch,
         limits: &BatchLimits,
         now_ms: i64,
     ) -> Result<Batch, BatchError> {
-        Batch::convert(wire, limits, now_ms, false).map(|(batch, _)| batch)
-    }
-
-    /// Converts the wire form, leaving out the samples that break a rule
-    /// (and those past a count limit) instead of rejecting the batch: the
-    /// OTLP `partial_success` contract. The batch-level fields (agent, app,
-    /// environment, batch id) still reject it whole, as does a batch with
-    /// no sample left.
-    pub fn from_wire_partial(
-        wire: WireBatch,
-        limits: &BatchLimits,
-        now_ms: i64,
-    ) -> Result<(Batch, Rejected), BatchError> {
-        Batch::convert(wire, limits, now_ms, true)
-    }
-
-    fn convert(
-        mut wire: WireBatch,
-        limits: &BatchLimits,
-        now_ms: i64,
-        partial: bool,
-    ) -> Result<(Batch, Rejected), BatchError> {
-        let mut c = Checker {
-            limits,
-            now_ms,
-            violations: Vec::new(),
-            more: 0,
-        };
+        let mut c = Checker::new(limits, now_ms);
 
         let batch_id = match &wire.batch_id {
             None => None,
@@ -920,60 +919,21 @@ impl Batch {
             .map_err(|e| c.fail(|| "environment".into(), rule_of(&e), e.to_string()))
             .ok();
 
-        let mut rejected = Rejected::default();
-        if partial && c.failures() > 0 {
-            return Err(BatchError::Invalid {
-                violations: c.violations,
-                more: c.more,
-            });
+        c.count(
+            "transactions",
+            wire.transactions.len(),
+            limits.max_transactions,
+        );
+        c.count("metrics", wire.metrics.len(), limits.max_metrics);
+        c.count("errors", wire.errors.len(), limits.max_errors);
+        for (i, t) in wire.transactions.iter().enumerate() {
+            c.transaction(i, t);
         }
-        if partial {
-            let mut keep = |c: &mut Checker<'_>, ok: bool| {
-                if !ok {
-                    rejected.count += 1;
-                    if rejected.first.is_none() {
-                        rejected.first = c.violations.drain(..).next();
-                    }
-                    c.violations.clear();
-                    c.more = 0;
-                }
-                ok
-            };
-            let mut i = 0;
-            wire.transactions.retain(|t| {
-                i += 1;
-                let ok = i <= limits.max_transactions && c.transaction(i - 1, t);
-                keep(&mut c, ok)
-            });
-            let mut i = 0;
-            wire.metrics.retain(|m| {
-                i += 1;
-                let ok = i <= limits.max_metrics && c.metric(i - 1, m);
-                keep(&mut c, ok)
-            });
-            let mut i = 0;
-            wire.errors.retain(|e| {
-                i += 1;
-                let ok = i <= limits.max_errors && c.error(i - 1, e);
-                keep(&mut c, ok)
-            });
-        } else {
-            c.count(
-                "transactions",
-                wire.transactions.len(),
-                limits.max_transactions,
-            );
-            c.count("metrics", wire.metrics.len(), limits.max_metrics);
-            c.count("errors", wire.errors.len(), limits.max_errors);
-            for (i, t) in wire.transactions.iter().enumerate() {
-                c.transaction(i, t);
-            }
-            for (i, m) in wire.metrics.iter().enumerate() {
-                c.metric(i, m);
-            }
-            for (i, e) in wire.errors.iter().enumerate() {
-                c.error(i, e);
-            }
+        for (i, m) in wire.metrics.iter().enumerate() {
+            c.metric(i, m);
+        }
+        for (i, e) in wire.errors.iter().enumerate() {
+            c.error(i, e);
         }
         if wire.transactions.is_empty() && wire.metrics.is_empty() && wire.errors.is_empty() {
             c.fail(
@@ -991,7 +951,7 @@ impl Batch {
             });
         };
 
-        let batch = Batch {
+        Ok(Batch {
             batch_id,
             agent: Agent {
                 name: wire.agent.name,
@@ -1045,8 +1005,7 @@ impl Batch {
                     timestamp_ms: e.timestamp_ms,
                 })
                 .collect(),
-        };
-        Ok((batch, rejected))
+        })
     }
 }
 
@@ -1136,48 +1095,31 @@ mod tests {
     }
 
     #[test]
-    fn partial_conversion_leaves_out_only_the_broken_samples() {
-        let mut v = valid();
-        v["transactions"][1]["duration_ms"] = json!(-1.0);
-        v["metrics"][0]["name"] = json!("");
-        v["metrics"][2]["start_ms"] = json!(NOW + 1);
-        let wire: WireBatch = serde_json::from_value(v.clone()).unwrap();
-        assert!(Batch::from_wire(wire.clone(), &BatchLimits::default(), NOW).is_err());
-        let (b, rejected) = Batch::from_wire_partial(wire, &BatchLimits::default(), NOW).unwrap();
-        assert_eq!(rejected.count, 3);
-        assert_eq!(
-            rejected.first.map(|v| v.path).as_deref(),
-            Some("transactions[1].duration_ms")
-        );
-        assert_eq!(b.transactions().len(), 2);
-        assert_eq!(b.metrics().len(), 1);
-        assert_eq!(b.errors().len(), 1);
-
-        // Past a count limit: the first ones are kept.
-        let limits = BatchLimits {
-            max_transactions: 1,
-            ..BatchLimits::default()
-        };
+    fn single_samples_are_checked_by_the_same_rules() {
+        let limits = BatchLimits::default();
         let wire: WireBatch = serde_json::from_value(valid()).unwrap();
-        let (b, rejected) = Batch::from_wire_partial(wire, &limits, NOW).unwrap();
-        assert_eq!((b.transactions().len(), rejected.count), (1, 2));
-        assert_eq!(b.transactions()[0].action, "OrdersController#index");
-
-        // Batch-level fields still reject the whole batch, and so does a
-        // batch with nothing left.
-        let mut v = valid();
-        v["environment"] = json!("no spaces");
-        let wire: WireBatch = serde_json::from_value(v).unwrap();
-        assert!(Batch::from_wire_partial(wire, &BatchLimits::default(), NOW).is_err());
-        let mut v = valid();
-        v["transactions"] = json!([{"action": "", "start_ms": NOW, "duration_ms": 1.0}]);
-        v["metrics"] = json!([]);
-        v["errors"] = json!([]);
-        let wire: WireBatch = serde_json::from_value(v).unwrap();
-        match Batch::from_wire_partial(wire, &BatchLimits::default(), NOW) {
-            Err(BatchError::Invalid { violations, .. }) => assert_eq!(violations[0].path, "."),
-            other => panic!("{other:?}"),
+        for t in &wire.transactions {
+            assert_eq!(limits.check_transaction(t, NOW), Ok(()));
         }
+        for m in &wire.metrics {
+            assert_eq!(limits.check_metric(m, NOW), Ok(()));
+        }
+        let mut t = wire.transactions[0].clone();
+        t.duration_ms = -1.0;
+        let v = limits.check_transaction(&t, NOW).unwrap_err();
+        assert_eq!(
+            (v.path.as_str(), v.rule),
+            ("transactions[0].duration_ms", Rule::OutOfRange)
+        );
+        let mut m = wire.metrics[0].clone();
+        m.start_ms = Some(NOW + 1);
+        assert_eq!(
+            limits.check_metric(&m, NOW).unwrap_err().path,
+            "metrics[0].start_ms"
+        );
+        let mut e = wire.errors[0].clone();
+        e.class = String::new();
+        assert_eq!(limits.check_error(&e, NOW).unwrap_err().rule, Rule::Empty);
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub mod time;
 
 pub use batch::{
     Agent, Batch, BatchError, BatchId, BatchLimits, ErrorSample, Frame, Histogram, Metric,
-    MetricKind, Rejected, Rule, Transaction, Violation, WireAgent, WireBatch, WireErrorSample,
-    WireFrame, WireMetric, WireTransaction, WireTransactionError,
+    MetricKind, Rule, Transaction, Violation, WireAgent, WireBatch, WireErrorSample, WireFrame,
+    WireMetric, WireTransaction, WireTransactionError,
 };
 pub use encoding::{ContentEncoding, DecodeError, UnsupportedEncoding};
 pub use envelope::{ENVELOPE_CONTENT_TYPE, Envelope, EnvelopeError};
