@@ -175,6 +175,10 @@ pub fn shipped() -> Result<Vec<Migration>, MigrateError> {
             "0002_aggregates.json",
             include_str!("../../../migrations/0002_aggregates.json"),
         ),
+        (
+            "0003_cumulative.json",
+            include_str!("../../../migrations/0003_cumulative.json"),
+        ),
     ];
     let migrations = FILES
         .iter()

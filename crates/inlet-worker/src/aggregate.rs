@@ -4,14 +4,23 @@
 //! metric series), so the worker folds every message of a delivery batch
 //! into one [`Aggregates`] first and writes each bucket once: fewer, larger
 //! writes than one upsert per sample.
+//!
+//! Cumulative samples cannot be folded without the series' stored last
+//! point: they are collected per series ([`Aggregates::cumulative`]) and
+//! resolved into increases inside the write's transaction
+//! ([`Aggregates::resolve`], [`crate::cumulative`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use inlet_domain::{
-    AccountId, Batch, DurationHistogram, ErrorSample, Frame, MetricKind, Minute, StatusClass,
+    AccountId, Batch, DurationHistogram, ErrorSample, Frame, Histogram, Metric, MetricKind, Minute,
+    StatusClass,
 };
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+
+use crate::cumulative::{self, Point};
 
 /// Identity of a transaction bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,6 +116,185 @@ pub struct MetricStats {
     pub last: Option<(i64, f64)>,
 }
 
+impl MetricStats {
+    fn new(kind: MetricKind, name: &str, tags: &BTreeMap<String, String>) -> Self {
+        MetricStats {
+            kind,
+            name: name.to_owned(),
+            tags: tags.clone(),
+            count: 0,
+            sum: 0.0,
+            // Only ever read once an observation set them.
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            histogram: BTreeMap::new(),
+            last: None,
+        }
+    }
+
+    /// One counter increment (a sample, or a cumulative series' increase).
+    fn add_increment(&mut self, value: f64) {
+        self.count += 1;
+        self.sum += value;
+    }
+
+    /// Observations of a distribution.
+    fn add_observations(&mut self, o: &Observations) {
+        self.count += o.count;
+        self.sum += o.sum;
+        for (b, n) in &o.buckets {
+            *self.histogram.entry(*b).or_default() += n;
+        }
+        if let Some((min, max)) = o.range {
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
+        }
+    }
+}
+
+/// Observations of a distribution: one sample, a histogram, or what a
+/// cumulative histogram added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observations {
+    /// How many.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// Bucket → observations (sparse, [`DurationHistogram`] layout).
+    pub buckets: BTreeMap<usize, u64>,
+    /// Smallest and largest, unless there are none.
+    pub range: Option<(f64, f64)>,
+}
+
+impl Observations {
+    /// One observation.
+    pub fn one(value: f64) -> Self {
+        Observations {
+            count: 1,
+            sum: value,
+            buckets: BTreeMap::from([(DurationHistogram::bucket(value), 1)]),
+            range: Some((value, value)),
+        }
+    }
+
+    /// A sum without observations (a counter's increase; a cumulative
+    /// distribution sent without a histogram).
+    pub fn sum_only(sum: f64) -> Self {
+        Observations {
+            count: 0,
+            sum,
+            buckets: BTreeMap::new(),
+            range: None,
+        }
+    }
+
+    /// The observations of a histogram sample whose value is `sum`.
+    pub fn of_histogram(sum: f64, h: &Histogram) -> Self {
+        Self::bucketed(
+            h.count,
+            sum,
+            h.buckets.clone(),
+            (h.min, h.max),
+            (None, None),
+        )
+    }
+
+    /// `count` observations summing to `sum`. Their min and max are `known`
+    /// where given; otherwise estimated from the bounds of the lowest and
+    /// highest non-empty bucket (the overflow bucket, unbounded above,
+    /// by its lower bound), kept within `limits`, and never beyond the
+    /// mean (the min is at most the mean, the max at least). One
+    /// observation is its sum.
+    pub fn bucketed(
+        count: u64,
+        sum: f64,
+        buckets: BTreeMap<usize, u64>,
+        known: (Option<f64>, Option<f64>),
+        limits: (Option<f64>, Option<f64>),
+    ) -> Self {
+        let range = match count {
+            0 => None,
+            1 => Some((known.0.unwrap_or(sum), known.1.unwrap_or(sum))),
+            _ => {
+                let mean = sum / count as f64;
+                let mut filled = buckets.iter().filter(|(_, n)| **n > 0).map(|(b, _)| *b);
+                let (lowest, highest) = (filled.next(), filled.next_back());
+                let min = known.0.unwrap_or_else(|| {
+                    let lo = lowest.map_or(mean, |b| DurationHistogram::bounds(b).0);
+                    limits.0.map_or(lo, |l| lo.max(l)).min(mean)
+                });
+                let max = known.1.unwrap_or_else(|| {
+                    let (lower, upper) = highest
+                        .or(lowest)
+                        .map_or((mean, mean), DurationHistogram::bounds);
+                    let hi = if upper.is_finite() { upper } else { lower };
+                    limits.1.map_or(hi, |l| hi.min(l)).max(mean)
+                });
+                Some((min, max))
+            }
+        };
+        Observations {
+            count,
+            sum,
+            buckets,
+            range,
+        }
+    }
+}
+
+/// Identity of a cumulative series (a metric bucket without its minute).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// Account.
+    pub account: String,
+    /// App.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Series id (kind, name, sorted tags).
+    pub series: String,
+}
+
+impl SeriesKey {
+    /// The `_id` of the series' stored last point.
+    pub fn state_id(&self) -> String {
+        bucket_id(&[&self.account, &self.app, &self.environment, &self.series])
+    }
+
+    fn minute(&self, timestamp_ms: i64) -> MetricKey {
+        MetricKey {
+            account: self.account.clone(),
+            app: self.app.clone(),
+            environment: self.environment.clone(),
+            series: self.series.clone(),
+            minute: Minute::containing(timestamp_ms),
+        }
+    }
+}
+
+/// The cumulative points of one series in a delivery batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CumulativeSeries {
+    /// Counter or distribution.
+    pub kind: MetricKind,
+    /// Name.
+    pub name: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// The points, in arrival order.
+    pub points: Vec<Point>,
+}
+
+/// The metric buckets of a delivery batch once the cumulative series are
+/// resolved against their stored points.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    /// Every metric bucket: the deltas and the increases.
+    pub metrics: Cow<'a, HashMap<MetricKey, MetricStats>>,
+    /// The new last point of each series that moved.
+    pub points: Vec<(&'a SeriesKey, &'a CumulativeSeries, Point)>,
+}
+
 /// Identity of an error group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ErrorKey {
@@ -157,6 +345,9 @@ pub struct Aggregates {
     pub metrics: HashMap<MetricKey, MetricStats>,
     /// Error groups.
     pub errors: HashMap<ErrorKey, ErrorStats>,
+    /// Cumulative samples, per series, to be resolved against the stored
+    /// points ([`Self::resolve`]).
+    pub cumulative: HashMap<SeriesKey, CumulativeSeries>,
     /// Samples folded in, by kind: transactions, metrics, errors.
     pub items: (u64, u64, u64),
 }
@@ -164,7 +355,10 @@ pub struct Aggregates {
 impl Aggregates {
     /// Whether nothing was folded in.
     pub fn is_empty(&self) -> bool {
-        self.transactions.is_empty() && self.metrics.is_empty() && self.errors.is_empty()
+        self.transactions.is_empty()
+            && self.metrics.is_empty()
+            && self.errors.is_empty()
+            && self.cumulative.is_empty()
     }
 
     /// Folds one validated batch of `account` in.
@@ -188,42 +382,7 @@ impl Aggregates {
             );
         }
         for m in batch.metrics() {
-            let key = MetricKey {
-                account: account.to_owned(),
-                app: app.to_owned(),
-                environment: env.to_owned(),
-                series: m.series_id(),
-                minute: m.minute(),
-            };
-            let s = self.metrics.entry(key).or_insert_with(|| MetricStats {
-                kind: m.kind,
-                name: m.name.clone(),
-                tags: m.tags.clone(),
-                count: 0,
-                sum: 0.0,
-                min: m.value,
-                max: m.value,
-                histogram: BTreeMap::new(),
-                last: None,
-            });
-            s.count += 1;
-            match m.kind {
-                MetricKind::Counter => s.sum += m.value,
-                MetricKind::Distribution => {
-                    s.sum += m.value;
-                    s.min = s.min.min(m.value);
-                    s.max = s.max.max(m.value);
-                    *s.histogram
-                        .entry(DurationHistogram::bucket(m.value))
-                        .or_default() += 1;
-                }
-                MetricKind::Gauge => {
-                    // Latest timestamp wins; on a tie, the later sample.
-                    if s.last.is_none_or(|(ts, _)| m.timestamp_ms >= ts) {
-                        s.last = Some((m.timestamp_ms, m.value));
-                    }
-                }
-            }
+            self.add_metric(account, app, env, m);
         }
         for e in batch.errors() {
             self.add_error(account, app, env, e);
@@ -231,6 +390,89 @@ impl Aggregates {
         self.items.0 += batch.transactions().len() as u64;
         self.items.1 += batch.metrics().len() as u64;
         self.items.2 += batch.errors().len() as u64;
+    }
+
+    fn add_metric(&mut self, account: &str, app: &str, env: &str, m: &Metric) {
+        if let Some(point) = Point::of(m) {
+            let key = SeriesKey {
+                account: account.to_owned(),
+                app: app.to_owned(),
+                environment: env.to_owned(),
+                series: m.series_id(),
+            };
+            self.cumulative
+                .entry(key)
+                .or_insert_with(|| CumulativeSeries {
+                    kind: m.kind,
+                    name: m.name.clone(),
+                    tags: m.tags.clone(),
+                    points: Vec::new(),
+                })
+                .points
+                .push(point);
+            return;
+        }
+        let key = MetricKey {
+            account: account.to_owned(),
+            app: app.to_owned(),
+            environment: env.to_owned(),
+            series: m.series_id(),
+            minute: m.minute(),
+        };
+        let s = self
+            .metrics
+            .entry(key)
+            .or_insert_with(|| MetricStats::new(m.kind, &m.name, &m.tags));
+        match m.kind {
+            MetricKind::Counter => s.add_increment(m.value),
+            MetricKind::Distribution => s.add_observations(&match &m.histogram {
+                Some(h) => Observations::of_histogram(m.value, h),
+                None => Observations::one(m.value),
+            }),
+            MetricKind::Gauge => {
+                s.count += 1;
+                // Latest timestamp wins; on a tie, the later sample.
+                if s.last.is_none_or(|(ts, _)| m.timestamp_ms >= ts) {
+                    s.last = Some((m.timestamp_ms, m.value));
+                }
+            }
+        }
+    }
+
+    /// The metric buckets with what every cumulative series adds over its
+    /// `stored` last point folded in (as counter increments and delta
+    /// distributions, each into the minute of its point), and the new last
+    /// point of each series that moved. Without cumulative series, the
+    /// buckets as they are.
+    pub fn resolve<'a>(&'a self, stored: &HashMap<String, Point>) -> Resolved<'a> {
+        if self.cumulative.is_empty() {
+            return Resolved {
+                metrics: Cow::Borrowed(&self.metrics),
+                points: Vec::new(),
+            };
+        }
+        let mut metrics = self.metrics.clone();
+        let mut points = Vec::new();
+        for (key, series) in &self.cumulative {
+            let (increases, last) =
+                cumulative::advance(series.kind, stored.get(&key.state_id()), &series.points);
+            for (timestamp_ms, o) in increases {
+                let s = metrics
+                    .entry(key.minute(timestamp_ms))
+                    .or_insert_with(|| MetricStats::new(series.kind, &series.name, &series.tags));
+                match series.kind {
+                    MetricKind::Distribution => s.add_observations(&o),
+                    _ => s.add_increment(o.sum),
+                }
+            }
+            if let Some(last) = last {
+                points.push((key, series, last));
+            }
+        }
+        Resolved {
+            metrics: Cow::Owned(metrics),
+            points,
+        }
     }
 
     fn add_error(&mut self, account: &str, app: &str, env: &str, e: &ErrorSample) {
@@ -363,6 +605,89 @@ mod tests {
         assert_eq!(get("g", 0).last, Some((NOW, 5.0)), "latest timestamp wins");
         let d = get("d", 0);
         assert_eq!((d.count, d.sum, d.min, d.max), (2, 44.0, 4.0, 40.0));
+    }
+
+    #[test]
+    fn bucketed_distributions_fold_their_observations() {
+        let (b20, b28) = (DurationHistogram::bounds(20), DurationHistogram::bounds(28));
+        let b = batch(json!({
+            "agent": {"name": "a", "version": "1"}, "app": "shop", "environment": "prod",
+            "metrics": [
+                // Three observations with known min and max.
+                {"kind": "distribution", "name": "d", "value": 300.0, "timestamp_ms": NOW,
+                 "histogram": {"count": 3, "min": 25.0, "max": 150.0, "buckets": {"20": 1, "28": 2}}},
+                // Two more, without min/max: the bucket bounds stand in.
+                {"kind": "distribution", "name": "d", "value": 120.0, "timestamp_ms": NOW,
+                 "histogram": {"count": 2, "buckets": {"20": 1, "28": 1}}},
+                // A plain sample still counts as one observation.
+                {"kind": "distribution", "name": "d", "value": 40.0, "timestamp_ms": NOW}
+            ]
+        }));
+        let mut agg = Aggregates::default();
+        agg.add(&acct(), &b);
+        assert_eq!(agg.metrics.len(), 1);
+        let d = agg.metrics.values().next().unwrap();
+        assert_eq!((d.count, d.sum), (6, 460.0));
+        assert_eq!(d.histogram[&20], 2);
+        assert_eq!(d.histogram[&28], 3);
+        assert_eq!(d.histogram[&DurationHistogram::bucket(40.0)], 1);
+        assert_eq!(d.histogram.values().sum::<u64>(), 6);
+        assert_eq!(d.min, 25.0f64.min(b20.0));
+        assert_eq!(d.max, 150.0f64.max(b28.1));
+
+        // Alone, the one without min/max takes the bounds of its lowest
+        // and highest non-empty buckets.
+        let only = batch(json!({
+            "agent": {"name": "a", "version": "1"}, "app": "shop", "environment": "prod",
+            "metrics": [{"kind": "distribution", "name": "d", "value": 120.0, "timestamp_ms": NOW,
+                         "histogram": {"count": 2, "buckets": {"20": 1, "28": 1}}}]
+        }));
+        let mut agg = Aggregates::default();
+        agg.add(&acct(), &only);
+        let d = agg.metrics.values().next().unwrap();
+        assert_eq!((d.count, d.sum, d.min, d.max), (2, 120.0, b20.0, b28.1));
+        assert_eq!(agg.items, (0, 1, 0));
+    }
+
+    #[test]
+    fn bucket_bounds_are_clamped_to_what_the_sum_allows() {
+        let last = inlet_domain::HISTOGRAM_BUCKETS - 1;
+        let b = batch(json!({
+            "agent": {"name": "a", "version": "1"}, "app": "shop", "environment": "prod",
+            "metrics": [
+                // The overflow bucket has no upper bound: the max is at
+                // least its lower bound and at least the mean.
+                {"kind": "distribution", "name": "over", "value": 500_000.0, "timestamp_ms": NOW,
+                 "histogram": {"count": 2, "buckets": {(last.to_string()): 2}}},
+                // Bounds that contradict the sum: min never above the mean,
+                // max never below it.
+                {"kind": "distribution", "name": "odd", "value": 2.0, "timestamp_ms": NOW,
+                 "histogram": {"count": 2, "buckets": {"40": 2}}},
+                // One observation is the sum, whatever its bucket says.
+                {"kind": "distribution", "name": "one", "value": 7.0, "timestamp_ms": NOW,
+                 "histogram": {"count": 1, "buckets": {"40": 1}}},
+                // No observations: nothing but the (zero) sum.
+                {"kind": "distribution", "name": "none", "value": 0.0, "timestamp_ms": NOW,
+                 "histogram": {"count": 0}}
+            ]
+        }));
+        let mut agg = Aggregates::default();
+        agg.add(&acct(), &b);
+        let get = |name: &str| agg.metrics.values().find(|s| s.name == name).unwrap();
+        let over = get("over");
+        assert!(over.max.is_finite());
+        assert_eq!(
+            over.max, 250_000.0,
+            "the mean, above the bucket's lower bound"
+        );
+        assert_eq!(over.min, DurationHistogram::bounds(last).0);
+        let odd = get("odd");
+        assert_eq!((odd.min, odd.max), (1.0, DurationHistogram::bounds(40).1));
+        let one = get("one");
+        assert_eq!((one.count, one.min, one.max), (1, 7.0, 7.0));
+        let none = get("none");
+        assert_eq!((none.count, none.sum), (0, 0.0));
+        assert!(none.histogram.is_empty());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - A redelivered message (a worker crash between write and ack, a broker
 //!   redelivery, an agent's retry of the same `batch_id`) never counts
 //!   twice: effect and applied-marker commit in one transaction (see
-//!   [`store`] for why).
+//!   [`store`] for why). Cumulative series (OpenTelemetry's temporality)
+//!   are turned into increases against their stored last point in that
+//!   same transaction.
 //! - Nothing is acked before its effect is durable.
 //! - Provisional pushes (accepted while no key store could decide) are
 //!   re-checked against the source of truth before a sample is written;
@@ -17,6 +19,8 @@
 //! # Layout
 //!
 //! - [`aggregate`]: pure folding of batches into per-minute buckets.
+//! - [`cumulative`]: pure rule of what a cumulative point adds over the
+//!   series' stored last point (first point, increase, reset, stale).
 //! - [`store`]: [`store::AggregateStore`], the transactional bulk write.
 //! - [`worker`]: [`worker::Processor`] (checks, folds, writes, settles) and
 //!   [`worker::Pipeline`] (a consumer + processor; `process_one` step
@@ -45,6 +49,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod cumulative;
 pub mod metrics;
 pub mod retention;
 pub mod settings;

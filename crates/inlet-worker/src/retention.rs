@@ -1,7 +1,7 @@
 //! Retention: the TTL of each collection, from configuration.
 //!
-//! Migration 0002 creates a TTL index named `retention` on `at` in every
-//! worker collection; this sets each one's `expireAfterSeconds` to the
+//! Migrations 0002 and 0003 create a TTL index named `retention` on `at`
+//! in every worker collection; this sets each one's `expireAfterSeconds` to the
 //! configured value (`collMod`), idempotently. `inlet migrate` runs it after
 //! the migrations.
 
@@ -10,11 +10,12 @@ use mongodb::bson::doc;
 
 use crate::settings::WorkerSettings;
 use crate::store::{
-    APPLIED, ERROR_GROUPS, ERROR_MINUTES, METRIC_MINUTES, TX_MINUTES, WriteError, classify,
+    APPLIED, ERROR_GROUPS, ERROR_MINUTES, METRIC_CUMULATIVE, METRIC_MINUTES, TX_MINUTES,
+    WriteError, classify,
 };
 
 /// `(collection, seconds)` for every worker collection.
-pub fn retention_of(settings: &WorkerSettings) -> [(&'static str, i64); 5] {
+pub fn retention_of(settings: &WorkerSettings) -> [(&'static str, i64); 6] {
     let days = |d: u32| i64::from(d) * 86_400;
     [
         (TX_MINUTES, days(settings.retention_transactions_days)),
@@ -22,6 +23,7 @@ pub fn retention_of(settings: &WorkerSettings) -> [(&'static str, i64); 5] {
         (ERROR_MINUTES, days(settings.retention_errors_days)),
         (ERROR_GROUPS, days(settings.retention_errors_days)),
         (APPLIED, i64::from(settings.retention_applied_hours) * 3_600),
+        (METRIC_CUMULATIVE, days(settings.retention_cumulative_days)),
     ]
 }
 

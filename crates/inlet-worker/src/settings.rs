@@ -40,6 +40,12 @@ pub struct WorkerSettings {
     /// twice; batches older than `[limits] max_age_s` (48 h) are refused
     /// anyway. Default 72.
     pub retention_applied_hours: u32,
+    /// How long the last point of a cumulative series (`metric_cumulative`)
+    /// is kept after it was measured, days. A series silent for longer
+    /// starts over: its next point counts whole, as a first point does, so
+    /// this should exceed the longest pause of a live series. At least 3
+    /// (points up to 48 h old are accepted). Default 30.
+    pub retention_cumulative_days: u32,
 }
 
 impl Default for WorkerSettings {
@@ -56,6 +62,7 @@ impl Default for WorkerSettings {
             retention_metrics_days: 30,
             retention_errors_days: 30,
             retention_applied_hours: 72,
+            retention_cumulative_days: 30,
         }
     }
 }
@@ -86,6 +93,12 @@ impl WorkerSettings {
             return bad(
                 "worker.retention_transactions_days",
                 "retention must be at least 1 day",
+            );
+        }
+        if self.retention_cumulative_days < 3 {
+            return bad(
+                "worker.retention_cumulative_days",
+                "must exceed the 48 h a point may be old, or a late point could count whole again",
             );
         }
         if self.mongo_retry_max_ms < self.mongo_retry_initial_ms {

@@ -29,10 +29,33 @@
 //!
 //! All buckets of a delivery batch are written with one client-level
 //! `bulkWrite` inside the transaction: one round trip per batch.
+//!
+//! # Cumulative series
+//!
+//! A cumulative sample (`start_ms`) adds what it holds over the series'
+//! last point, which `metric_cumulative` keeps (one document per account,
+//! app, environment and series id: start, timestamp, sum, count, min, max,
+//! buckets; see [`crate::cumulative`] for the rule). The read of those
+//! points (one `find` with `$in` over every series of the batch) and the
+//! write of the new ones (in the same `bulkWrite` as the buckets) are
+//! statements of the same transaction as the buckets and the markers, so:
+//! a redelivery finds its marker and is skipped; a retried transaction
+//! reads the points again; and two workers on one series cannot both apply
+//! the same increase, because the second one's write of the point
+//! conflicts (`WriteConflict`, `TransientTransactionError`) and its
+//! transaction is retried, reading the first one's point. Without
+//! transactions (`worker.exactly_once = false`) the same read and write
+//! happen without that guarantee: best effort. Two workers racing on a
+//! series can then both apply one increase, and a crash between the
+//! buckets and the markers is safe for cumulative series only as far as
+//! the points were written (a redelivered point the stored one covers is
+//! stale).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use std::collections::HashMap;
 
 use futures::TryStreamExt as _;
 use inlet_domain::backoff::{Backoff, Jitter};
@@ -40,10 +63,13 @@ use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{
     Error as MongoError, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
-use mongodb::options::{UpdateModifications, UpdateOneModel, WriteModel};
+use mongodb::options::{ReplaceOneModel, UpdateModifications, UpdateOneModel, WriteModel};
 use mongodb::{Client, ClientSession, Collection, Database};
 
-use crate::aggregate::{Aggregates, bucket_id};
+use crate::aggregate::{
+    Aggregates, CumulativeSeries, MetricKey, MetricStats, Resolved, SeriesKey, bucket_id,
+};
+use crate::cumulative::Point;
 
 /// Transactions per minute.
 pub const TX_MINUTES: &str = "tx_minutes";
@@ -55,6 +81,8 @@ pub const ERROR_MINUTES: &str = "error_minutes";
 pub const ERROR_GROUPS: &str = "error_groups";
 /// Applied-message markers (dedup keys).
 pub const APPLIED: &str = "applied";
+/// The last point of every cumulative series.
+pub const METRIC_CUMULATIVE: &str = "metric_cumulative";
 
 /// Why a write failed, by what the worker should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -203,9 +231,13 @@ impl AggregateStore {
         keys: &[String],
         aggregates: &Aggregates,
     ) -> Result<WriteReport, WriteError> {
-        let models = self.models(aggregates);
         if !self.exactly_once {
-            // At least once: effect, then markers.
+            // At least once: effect, then markers. Cumulative series are
+            // resolved without a transaction: best effort (module docs).
+            let models = self
+                .plan(aggregates, None)
+                .await
+                .map_err(|e| classify(&e))?;
             self.bulk(&models, None).await?;
             self.insert_markers(keys, None).await?;
             return Ok(WriteReport {
@@ -223,10 +255,10 @@ impl AggregateStore {
             .await
             .map_err(|e| classify(&e))?;
         loop {
-            match self.transaction(&mut session, keys, &models).await {
-                Ok(()) => {
+            match self.transaction(&mut session, keys, aggregates).await {
+                Ok(buckets) => {
                     return Ok(WriteReport {
-                        buckets: models.len(),
+                        buckets,
                         retries: conflicts.failures(),
                     });
                 }
@@ -236,8 +268,9 @@ impl AggregateStore {
                     self.keep_cut_off(session);
                     return Err(classify(&e));
                 }
-                // Another pipeline or worker wrote a bucket of this batch
-                // first. A conflict passes by definition, but two pipelines
+                // Another pipeline or worker wrote a bucket (or a cumulative
+                // series' point) of this batch first; the next attempt reads
+                // the points again. A conflict passes by definition, but two pipelines
                 // folding the same accounts can keep colliding: back off
                 // exponentially with full jitter, for a bounded time rather
                 // than a number of tries (a busy server makes each try slow).
@@ -294,37 +327,43 @@ impl AggregateStore {
         }
     }
 
+    /// One attempt: markers, the cumulative points read, every bucket and
+    /// point written, commit. The number of documents written.
     async fn transaction(
         &self,
         session: &mut ClientSession,
         keys: &[String],
-        models: &[WriteModel],
-    ) -> Result<(), MongoError> {
+        aggregates: &Aggregates,
+    ) -> Result<usize, MongoError> {
         session.start_transaction().await?;
         let result = async {
             // The markers first: a duplicate key aborts the transaction
             // before any effect is written (the caller filters duplicates
             // beforehand; this is the guarantee under races).
             self.insert_markers_raw(keys, Some(&mut *session)).await?;
+            let models = self.plan(aggregates, Some(&mut *session)).await?;
             if !models.is_empty() {
                 self.client
-                    .bulk_write(models.to_vec())
+                    .bulk_write(models.clone())
                     .ordered(false)
                     .session(&mut *session)
                     .await?;
             }
-            Ok::<(), MongoError>(())
+            Ok::<usize, MongoError>(models.len())
         }
         .await;
-        if let Err(e) = result {
-            let _ = session.abort_transaction().await;
-            return Err(e);
-        }
+        let written = match result {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = session.abort_transaction().await;
+                return Err(e);
+            }
+        };
         // Retry the commit itself while its outcome is unknown.
         let started = Instant::now();
         loop {
             match session.commit_transaction().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(written),
                 // Retry the commit while its outcome is unknown and the
                 // server is there; a server that is gone ends it (the
                 // redelivery finds the marker if the commit did land).
@@ -388,10 +427,89 @@ impl AggregateStore {
         .map_err(|e| classify(&e))
     }
 
-    /// One upsert per bucket.
+    /// Every write of `a`: its cumulative series resolved against their
+    /// stored points, read in `session` (the transaction) if given.
+    async fn plan(
+        &self,
+        a: &Aggregates,
+        session: Option<&mut ClientSession>,
+    ) -> Result<Vec<WriteModel>, MongoError> {
+        let stored = self.stored_points(a, session).await?;
+        Ok(self.resolved_models(a, &a.resolve(&stored)))
+    }
+
+    /// One upsert per bucket, deltas and increases, and one replacement
+    /// per cumulative series that moved.
+    pub fn resolved_models(&self, a: &Aggregates, resolved: &Resolved<'_>) -> Vec<WriteModel> {
+        let mut out = self.models_of(a, &resolved.metrics);
+        let ns = self
+            .db
+            .collection::<Document>(METRIC_CUMULATIVE)
+            .namespace();
+        for (key, series, point) in &resolved.points {
+            out.push(WriteModel::ReplaceOne(
+                ReplaceOneModel::builder()
+                    .namespace(ns.clone())
+                    .filter(doc! { "_id": key.state_id() })
+                    .replacement(point_document(key, series, point))
+                    .upsert(true)
+                    .build(),
+            ));
+        }
+        out
+    }
+
+    /// The stored last points of the batch's cumulative series, by `_id`:
+    /// one `find`, in one round trip (the first batch holds them all).
+    async fn stored_points(
+        &self,
+        a: &Aggregates,
+        session: Option<&mut ClientSession>,
+    ) -> Result<HashMap<String, Point>, MongoError> {
+        if a.cumulative.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<String> = a.cumulative.keys().map(SeriesKey::state_id).collect();
+        let points = self.db.collection::<Document>(METRIC_CUMULATIVE);
+        let find = points
+            .find(doc! { "_id": { "$in": &ids } })
+            .batch_size(u32::try_from(ids.len()).unwrap_or(u32::MAX));
+        let docs: Vec<Document> = match session {
+            Some(s) => find.session(&mut *s).await?.stream(s).try_collect().await?,
+            None => find.await?.try_collect().await?,
+        };
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                let id = d.get_str("_id").ok()?.to_owned();
+                match stored_point(d) {
+                    Some(p) => Some((id, p)),
+                    None => {
+                        // Only the worker writes these; should one be
+                        // unreadable, the series starts over (its next
+                        // point counts whole) rather than stalling.
+                        tracing::warn!(id, "unreadable cumulative point; the series starts over");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// One upsert per bucket (cumulative series left out: they need their
+    /// stored points, see [`Self::write`]).
     pub fn models(&self, a: &Aggregates) -> Vec<WriteModel> {
-        let mut out =
-            Vec::with_capacity(a.transactions.len() + a.metrics.len() + 2 * a.errors.len());
+        self.models_of(a, &a.metrics)
+    }
+
+    fn models_of(
+        &self,
+        a: &Aggregates,
+        metrics: &HashMap<MetricKey, MetricStats>,
+    ) -> Vec<WriteModel> {
+        let mut out = Vec::with_capacity(
+            a.transactions.len() + metrics.len() + 2 * a.errors.len() + a.cumulative.len(),
+        );
         let tx = self.db.collection::<Document>(TX_MINUTES).namespace();
         for (k, s) in &a.transactions {
             let minute = k.minute.index();
@@ -428,7 +546,7 @@ impl AggregateStore {
         }
 
         let mc = self.db.collection::<Document>(METRIC_MINUTES).namespace();
-        for (k, s) in &a.metrics {
+        for (k, s) in metrics {
             let minute = k.minute.index();
             let id = bucket_id(&[
                 &k.account,
@@ -546,6 +664,50 @@ fn tag_pairs(tags: &BTreeMap<String, String>) -> Bson {
     )
 }
 
+/// A series' last point as stored. Bucket indexes are field names (digits,
+/// never user text), as in the `hist` of the buckets.
+fn point_document(key: &SeriesKey, series: &CumulativeSeries, p: &Point) -> Document {
+    let buckets: Document = p
+        .buckets
+        .iter()
+        .map(|(b, n)| (b.to_string(), Bson::Int64(*n as i64)))
+        .collect();
+    let mut d = doc! {
+        "account": &key.account, "app": &key.app, "environment": &key.environment,
+        "series": &key.series, "kind": series.kind.as_str(), "name": &series.name,
+        "start_ms": p.start_ms, "timestamp_ms": p.timestamp_ms,
+        "sum": p.sum, "count": p.count as i64, "buckets": buckets,
+        // Retention runs from the last point.
+        "at": bson::DateTime::from_millis(p.timestamp_ms),
+    };
+    if let Some(min) = p.min {
+        d.insert("min", min);
+    }
+    if let Some(max) = p.max {
+        d.insert("max", max);
+    }
+    d
+}
+
+/// The point [`point_document`] wrote, if it reads as one.
+fn stored_point(d: &Document) -> Option<Point> {
+    let int = |v: &Bson| v.as_i64().or_else(|| v.as_i32().map(i64::from));
+    let float = |v: &Bson| v.as_f64().or_else(|| int(v).map(|i| i as f64));
+    let mut buckets = BTreeMap::new();
+    for (b, n) in d.get_document("buckets").ok()? {
+        buckets.insert(b.parse().ok()?, u64::try_from(int(n)?).ok()?);
+    }
+    Some(Point {
+        start_ms: int(d.get("start_ms")?)?,
+        timestamp_ms: int(d.get("timestamp_ms")?)?,
+        sum: float(d.get("sum")?)?,
+        count: u64::try_from(int(d.get("count")?)?).ok()?,
+        min: d.get("min").and_then(float),
+        max: d.get("max").and_then(float),
+        buckets,
+    })
+}
+
 fn upsert(ns: &mongodb::Namespace, id: String, update: UpdateModifications) -> WriteModel {
     WriteModel::UpdateOne(
         UpdateOneModel::builder()
@@ -598,7 +760,12 @@ mod tests {
                 {"kind": "distribution", "name": "$USER.d", "value": 1, "timestamp_ms": now,
                  "tags": {"$USER.k": "$USER.v"}},
                 {"kind": "gauge", "name": "$USER.g", "value": 1, "timestamp_ms": now,
-                 "tags": {"$USER.k": "$USER.v", "USER=": "=USER"}}
+                 "tags": {"$USER.k": "$USER.v", "USER=": "=USER"}},
+                {"kind": "counter", "name": "$USER.cc", "value": 3, "timestamp_ms": now,
+                 "start_ms": now - 1, "tags": {"$USER.k": "$USER.v"}},
+                {"kind": "distribution", "name": "$USER.h", "value": 3, "timestamp_ms": now,
+                 "start_ms": now - 1, "tags": {"$USER.k": "$USER.v"},
+                 "histogram": {"count": 2, "buckets": {"3": 2}}}
             ],
             "errors": [{"class": "$USER.E", "message": "$USER", "action": "$USER.act", "timestamp_ms": now,
                         "backtrace": [{"file": "$USER.rb", "function": "$USER.f", "line": 1}]}]
@@ -648,16 +815,26 @@ mod tests {
         let store = offline_store().await;
         let mut aggregates = Aggregates::default();
         aggregates.add(&AccountId::parse("acme").unwrap(), &awkward_batch());
-        let models = store.models(&aggregates);
+        let models = store.resolved_models(&aggregates, &aggregates.resolve(&HashMap::new()));
         assert_eq!(
             models.len(),
-            1 + 3 + 2,
-            "tx, three metrics, error minute and group"
+            1 + 5 + 2 + 2,
+            "tx, five metrics, error minute and group, two cumulative points"
         );
         let mut found = Vec::new();
+        let replacements: Vec<&ReplaceOneModel> = models
+            .iter()
+            .filter_map(|m| match m {
+                WriteModel::ReplaceOne(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replacements.len(), 2);
         for m in &models {
-            let WriteModel::UpdateOne(m) = m else {
-                panic!("{m:?}")
+            let m = match m {
+                WriteModel::UpdateOne(m) => m,
+                WriteModel::ReplaceOne(_) => continue,
+                other => panic!("{other:?}"),
             };
             match &m.update {
                 UpdateModifications::Document(d) => {
@@ -670,6 +847,14 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+        for m in &replacements {
+            misuses(
+                &Bson::Document(m.replacement.clone()),
+                false,
+                "",
+                &mut found,
+            );
         }
         assert!(found.is_empty(), "{}", found.join("\n"));
     }

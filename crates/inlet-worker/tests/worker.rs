@@ -545,6 +545,7 @@ async fn retention_is_applied_from_settings() {
     settings.retention_metrics_days = 11;
     settings.retention_errors_days = 13;
     settings.retention_applied_hours = 50;
+    settings.retention_cumulative_days = 17;
     inlet_worker::retention::apply_retention(&h.db, &settings)
         .await
         .unwrap();
@@ -574,6 +575,7 @@ async fn retention_is_applied_from_settings() {
         ("error_minutes", 13 * day),
         ("error_groups", 13 * day),
         ("applied", 50 * 3_600),
+        ("metric_cumulative", 17 * day),
     ] {
         assert_eq!(
             ttl_of(collection).await,
