@@ -17,6 +17,10 @@ use crate::{Format, Signal, encode};
 /// `partial_success` set when `rejected > 0` or there is a message.
 pub fn success(signal: Signal, format: Format, rejected: u64, message: Option<&str>) -> Vec<u8> {
     let set = rejected > 0 || message.is_some_and(|m| !m.is_empty());
+    if !set && format == Format::Json {
+        // The generated types would write `"partialSuccess": null`.
+        return b"{}".to_vec();
+    }
     let rejected = i64::try_from(rejected).unwrap_or(i64::MAX);
     let error_message = message.unwrap_or_default().to_owned();
     match signal {

@@ -201,10 +201,21 @@ where
             format: "protobuf",
             message: e.to_string(),
         }),
-        Format::Json => serde_json::from_slice(body).map_err(|e| DecodeError {
-            format: "JSON",
-            message: e.to_string(),
-        }),
+        Format::Json => {
+            // The OTLP JSON mapping is an object; serde's derive would also
+            // read a struct from an array of its fields.
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            if first.is_some_and(|&b| b != b'{') {
+                return Err(DecodeError {
+                    format: "JSON",
+                    message: "an export request is a JSON object".into(),
+                });
+            }
+            serde_json::from_slice(body).map_err(|e| DecodeError {
+                format: "JSON",
+                message: e.to_string(),
+            })
+        }
     }
 }
 
@@ -281,6 +292,10 @@ mod tests {
                 (Format::Protobuf, &b"\xff\xff\xff"[..]),
                 (Format::Json, &b"{\"resourceSpans\": 3"[..]),
                 (Format::Json, &b""[..]),
+                // serde would read a struct from an array; OTLP JSON is an
+                // object.
+                (Format::Json, &b"[[]]"[..]),
+                (Format::Json, &b" [] "[..]),
             ] {
                 assert!(
                     map(signal, format, body, &limits, NOW).is_err(),

@@ -280,7 +280,8 @@ impl Case {
 }
 
 /// The error answers a JSON exporter can get: a `google.rpc.Status` in
-/// JSON, Inlet's code and directive in headers.
+/// JSON, Inlet's code in `X-Inlet-Error` and in the Status' ErrorInfo,
+/// with the directive in the ErrorInfo's metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_json_errors_carry_a_status_and_inlets_code() {
     let stack = Stack::new(false, &[]).await;
@@ -338,10 +339,13 @@ async fn otlp_json_errors_carry_a_status_and_inlets_code() {
         .await;
         assert_eq!(a.status, status, "{what}: {}", a.text);
         assert_eq!(header(&a, "x-inlet-error"), code, "{what}: {:?}", a.headers);
-        assert!(
-            !header(&a, "x-inlet-directive").is_empty(),
-            "{what}: {:?}",
-            a.headers
+        let info = &a.body["details"][0];
+        assert_eq!(info["reason"], code, "{what}: {}", a.text);
+        assert_eq!(
+            info["metadata"]["retryable"],
+            if status == 401 { "true" } else { "false" },
+            "{what}: the directive: {}",
+            a.text
         );
         assert!(
             header(&a, "content-type").starts_with("application/json"),
