@@ -6,12 +6,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::proto::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use crate::proto::collector::metrics::v1::{
+use crate::export::{Format, Signal};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
-use crate::proto::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use crate::{Format, Signal, encode};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 
 /// The success body: `Export<Signal>ServiceResponse`, with
 /// `partial_success` set when `rejected > 0` or there is a message.
@@ -51,6 +55,16 @@ pub fn success(signal: Signal, format: Format, rejected: u64, message: Option<&s
                 }),
             },
         ),
+    }
+}
+
+/// Encodes a message in `format` (protobuf, or the OTLP JSON mapping).
+fn encode<T: prost::Message + serde::Serialize>(format: Format, message: &T) -> Vec<u8> {
+    match format {
+        Format::Protobuf => message.encode_to_vec(),
+        // Serialising generated message types to a Vec cannot fail: no map
+        // has non-string keys and no Serialize impl returns an error.
+        Format::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::borrow::Cow;
 
-use crate::proto::common::v1::KeyValue;
-use crate::proto::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 /// The value of `key`, if present and set.
 pub(crate) fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
@@ -81,7 +81,7 @@ pub(crate) fn display(v: &Value) -> Cow<'_, str> {
 pub(crate) fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(crate::proto::common::v1::AnyValue { value: Some(value) }),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(value) }),
         ..Default::default()
     }
 }

@@ -1,12 +1,12 @@
 //! Realistic export requests, for benchmarks, load generators and tests:
 //! what an instrumented web service's SDK sends.
 
-use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
-use crate::proto::common::v1::any_value::Value;
-use crate::proto::common::v1::{AnyValue, KeyValue};
-use crate::proto::resource::v1::Resource;
-use crate::proto::trace::v1::span::SpanKind;
-use crate::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {

@@ -8,8 +8,8 @@ use inlet_domain::{
 };
 
 use crate::attributes::{first_text, text};
-use crate::fit;
-use crate::proto::resource::v1::Resource;
+use crate::fit::fit;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 /// The app of a resource without `service.name` (the SDKs themselves set
 /// `unknown_service[:<process>]`).
@@ -145,7 +145,7 @@ impl Batches {
 mod tests {
     use super::*;
     use crate::attributes::kv;
-    use crate::proto::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     fn resource(pairs: &[(&str, &str)]) -> Resource {
         Resource {

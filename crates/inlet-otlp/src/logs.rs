@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use inlet_domain::{BatchLimits, MetricKind, Minute, WireMetric};
 
 use crate::attributes::get;
+use crate::export::Export;
+use crate::fit::{fit, ms};
 use crate::group::{Batches, Origin};
-use crate::proto::collector::logs::v1::ExportLogsServiceRequest;
-use crate::proto::logs::v1::LogRecord;
 use crate::traces::error_sample;
-use crate::{Export, fit, ms};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 /// The counter every log record adds 1 to.
 pub const LOG_RECORDS_METRIC: &str = "log.records";
@@ -99,8 +100,8 @@ fn severity(record: &LogRecord) -> String {
 mod tests {
     use super::*;
     use crate::attributes::kv;
-    use crate::proto::common::v1::any_value::Value;
-    use crate::proto::logs::v1::{ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 
     const NOW: i64 = 1_790_000_000_000;
     const NS: u64 = NOW as u64 * 1_000_000;

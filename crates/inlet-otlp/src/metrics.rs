@@ -23,15 +23,16 @@ use std::collections::BTreeMap;
 use inlet_domain::{BatchLimits, DurationHistogram, Histogram, MetricKind, WireMetric};
 
 use crate::attributes::display;
+use crate::export::Export;
+use crate::fit::{fit, ms};
 use crate::group::{Batches, Origin};
-use crate::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use crate::proto::common::v1::KeyValue;
-use crate::proto::metrics::v1::metric::Data;
-use crate::proto::metrics::v1::{
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
     number_data_point,
 };
-use crate::{Export, fit, ms};
 
 /// `FLAG_NO_RECORDED_VALUE`: a point that marks a gap, not a value.
 const NO_RECORDED_VALUE: u32 = 1;
@@ -294,9 +295,9 @@ fn exponential(
 mod tests {
     use super::*;
     use crate::attributes::kv;
-    use crate::proto::common::v1::any_value::Value;
-    use crate::proto::metrics::v1::exponential_histogram_data_point::Buckets;
-    use crate::proto::metrics::v1::{
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+    use opentelemetry_proto::tonic::metrics::v1::{
         ExponentialHistogram, Gauge, Histogram as OtlpHistogram, Metric, ResourceMetrics,
         ScopeMetrics, Sum, Summary, SummaryDataPoint,
     };

@@ -46,9 +46,9 @@ pub fn parse(trace: &str, max_frames: usize, max_len: usize) -> Vec<WireFrame> {
     }
     frames.truncate(max_frames);
     for f in &mut frames {
-        f.file = crate::fit(&f.file, max_len);
+        f.file = crate::fit::fit(&f.file, max_len);
         if let Some(func) = &mut f.function {
-            *func = crate::fit(func, max_len);
+            *func = crate::fit::fit(func, max_len);
         }
     }
     frames.retain(|f| !f.file.is_empty());

@@ -9,13 +9,14 @@
 use inlet_domain::{BatchLimits, WireErrorSample, WireTransaction, WireTransactionError};
 
 use crate::attributes::{any_prefixed, first_text, int, text};
+use crate::export::Export;
+use crate::fit::{fit, ms};
 use crate::group::{Batches, Origin};
-use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
-use crate::proto::common::v1::KeyValue;
-use crate::proto::trace::v1::Span;
-use crate::proto::trace::v1::span::SpanKind;
-use crate::proto::trace::v1::status::StatusCode;
-use crate::{Export, fit, ms};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 /// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
 const PARENT_IS_REMOTE: u32 = 0x100 | 0x200;
@@ -175,10 +176,10 @@ pub(crate) fn error_sample(
 mod tests {
     use super::*;
     use crate::attributes::kv;
-    use crate::proto::common::v1::any_value::Value;
-    use crate::proto::resource::v1::Resource;
-    use crate::proto::trace::v1::span::Event;
-    use crate::proto::trace::v1::{ResourceSpans, ScopeSpans, Status};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
     const NOW: i64 = 1_790_000_000_000;
     const NS: u64 = NOW as u64 * 1_000_000;

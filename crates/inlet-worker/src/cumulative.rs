@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use inlet_domain::{Metric, MetricKind};
 
-use crate::aggregate::Observations;
+use crate::observations::Observations;
 
 /// One point of a cumulative series (as sent, or as stored).
 #[derive(Debug, Clone, PartialEq)]

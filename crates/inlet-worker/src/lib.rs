@@ -19,6 +19,8 @@
 //! # Layout
 //!
 //! - [`aggregate`]: pure folding of batches into per-minute buckets.
+//! - [`observations`]: a distribution's observations, as the fold and
+//!   [`cumulative`] share them (a leaf).
 //! - [`cumulative`]: pure rule of what a cumulative point adds over the
 //!   series' stored last point (first point, increase, reset, stale).
 //! - [`store`]: [`store::AggregateStore`], the transactional bulk write.
@@ -51,6 +53,7 @@
 pub mod aggregate;
 pub mod cumulative;
 pub mod metrics;
+pub mod observations;
 pub mod retention;
 pub mod settings;
 pub mod stats;
