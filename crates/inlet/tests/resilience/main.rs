@@ -2,11 +2,11 @@
 //!
 //! Every scenario runs `inlet api`, `inlet worker` and `inlet sync` as child
 //! processes against real Redis, RabbitMQ and a MongoDB-wire server
-//! (SecantusDB), drives them with agents built on `inlet-client`, injects a
-//! fault, and reconciles three independent counts: what the agents recorded
-//! and were told was accepted (the client's own counters), what the API
-//! says it accepted (`/metrics`), and what the worker stored (MongoDB,
-//! through the driver). A recording load balancer in front of the API sees
+//! (SecantusDB), drives them with agents built on `inlet-client` (and, in
+//! the incident replays, OTLP exporters), injects a fault, and reconciles
+//! three independent counts: what the agents recorded and were told was
+//! accepted (the client's own counters), what the API says it accepted
+//! (`/metrics`), and what the worker stored (MongoDB, through the driver). A recording load balancer in front of the API sees
 //! every response on the wire (status, `code`, `Retry-After`).
 //!
 //! Scenarios that stop, kill, flush or restart a service use private
@@ -29,6 +29,9 @@
 //!   polling, reconciliation queries, cleanup.
 //! - `agents`: a fleet of `inlet_client::Client` agents recording
 //!   continuously, with every event counted.
+//! - `exporters`: OTLP agents, exporting traces to `/v1/traces` as an
+//!   OpenTelemetry SDK's OTLP/HTTP exporter does (retry only on
+//!   429/502/503/504 and no answer, drop on anything else).
 //! - `metrics`: a small Prometheus text parser.
 //! - `report`: the per-scenario figure and its checks.
 //! - `scenarios/`: one module per scenario.
@@ -37,6 +40,7 @@
 #![allow(clippy::print_stdout)]
 
 mod agents;
+mod exporters;
 mod metrics;
 mod report;
 mod scale;

@@ -364,11 +364,20 @@ impl Stack {
 
     /// What the worker stored for `accounts` (every account when empty).
     pub async fn stored(&self, accounts: &[String]) -> Stored {
-        let filter = if accounts.is_empty() {
+        self.stored_for(accounts, None).await
+    }
+
+    /// What the worker stored for `accounts` (every account when empty),
+    /// under `app` only when given.
+    pub async fn stored_for(&self, accounts: &[String], app: Option<&str>) -> Stored {
+        let mut filter = if accounts.is_empty() {
             doc! {}
         } else {
             doc! { "account": { "$in": accounts.to_vec() } }
         };
+        if let Some(app) = app {
+            filter.insert("app", app);
+        }
         let coll = self.mongo.db().collection::<Document>("tx_minutes");
         let mut cursor = coll
             .find(filter)
@@ -421,10 +430,23 @@ impl Stack {
         expected: u64,
         timeout: Duration,
     ) -> Stored {
+        self.wait_drained_for(accounts, None, expected, timeout)
+            .await
+    }
+
+    /// [`Self::wait_drained`], counting what is stored under `app` only
+    /// when given.
+    pub async fn wait_drained_for(
+        &self,
+        accounts: &[String],
+        app: Option<&str>,
+        expected: u64,
+        timeout: Duration,
+    ) -> Stored {
         let deadline = Instant::now() + timeout;
         let mut last: Option<Stored> = None;
         loop {
-            let now = self.stored(accounts).await;
+            let now = self.stored_for(accounts, app).await;
             let idle = matches!(self.queue_depths().await, Some((0, _)));
             if now.count >= expected && idle && last.is_some_and(|l| l.count == now.count) {
                 return now;

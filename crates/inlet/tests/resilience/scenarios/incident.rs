@@ -2,13 +2,20 @@
 //! key; Redis is empty (no populated marker); a freshly started `inlet api`
 //! takes traffic from agents pushing continuously; `inlet sync` only starts
 //! later. 1b: MongoDB is unreachable too for the first seconds.
+//!
+//! Both replays run two agent groups from the moment the API process
+//! starts: `inlet-client` agents pushing to `/v1/push`, and OTLP agents
+//! exporting traces to `/v1/traces` as an OpenTelemetry SDK does, which
+//! drops an export on any 401 (see `exporters`): for them a false 401 is
+//! data lost at once, with no grace period to save it.
 
 use std::time::{Duration, Instant};
 
 use inlet_testkit::{LoadBalancer, SecantusServer, SecantusStorage, free_port};
 
-use super::{Reconcile, agent_specs, reconcile};
-use crate::agents::{Fleet, FleetOptions};
+use super::{Reconcile, agent_specs, reconcile, reconcile_exporters};
+use crate::agents::{AgentSpec, Fleet, FleetOptions};
+use crate::exporters::{ExporterGroup, ExporterOptions};
 use crate::metrics::Scrape;
 use crate::report::{Figure, secs};
 use crate::scale;
@@ -20,6 +27,37 @@ fn accepted_by(m: &Scrape, source: &str) -> f64 {
         "inlet_auth_decisions_total",
         &[("verdict", "accepted"), ("source", source)],
     )
+}
+
+/// The service name of the OTLP agents.
+const OTLP_APP: &str = "otlp-shop";
+
+/// The OTLP agent group: accounts `otlp-NNN`, one key each.
+async fn otlp_specs(stack: &Stack) -> Vec<AgentSpec> {
+    agent_specs(stack, "otlp", scale::count(10.0, 2)).await
+}
+
+/// The OTLP group in the load description.
+fn otlp_load(n: usize, o: &ExporterOptions) -> String {
+    format!(
+        "; {n} OTLP/HTTP exporters (service {}) × {:.0} spans/s, {} spans per protobuf export, every {}th 200 lost and the export re-sent",
+        o.app,
+        o.rate(),
+        o.spans_per_export,
+        o.lose_every.unwrap_or(0)
+    )
+}
+
+/// The API's counts at the end: transaction items of `/v1/push` (all
+/// transactions minus those of OTLP exports: every span the exporters
+/// send is a SERVER span, one transaction each), and OTLP spans accepted.
+fn api_counts(end: &Scrape) -> (u64, u64) {
+    let all = end.sum("inlet_api_batch_items_total", &[("kind", "transaction")]) as u64;
+    let spans = end.sum(
+        "inlet_api_otlp_items_total",
+        &[("signal", "spans"), ("outcome", "accepted")],
+    ) as u64;
+    (all.saturating_sub(spans), spans)
 }
 
 /// Checks the readiness history: never 200 unless `auth` and `queue` were
@@ -93,14 +131,18 @@ async fn s1_incident_replay_empty_key_store() {
     let stack = Stack::new(Services::default(), &[("INLET__AUTH__POSITIVE_TTL_S", "2")]).await;
     stack.migrate().await;
     let specs = agent_specs(&stack, "agent", n_agents).await;
+    let otlp_specs = otlp_specs(&stack).await;
     let others: Vec<String> = (n_agents..n_accounts)
         .map(|i| format!("acct-{i:04}"))
         .collect();
     stack.accounts_with_keys(&others, None).await;
     let opts = FleetOptions::new("");
+    let otlp_opts = ExporterOptions::new("", OTLP_APP);
     fig.load = format!(
-        "{n_accounts} accounts with a key each in MongoDB; {n_agents} agents × {:.0} tx/s; sync after {:.0} s, then {:.0} s more",
+        "{} accounts with a key each in MongoDB; {n_agents} agents × {:.0} tx/s{}; sync after {:.0} s, then {:.0} s more",
+        n_accounts + otlp_specs.len(),
         opts.rate(),
+        otlp_load(otlp_specs.len(), &otlp_opts),
         sync_delay.as_secs_f64(),
         after_sync.as_secs_f64()
     );
@@ -130,6 +172,13 @@ async fn s1_incident_replay_empty_key_store() {
             ..opts
         },
     );
+    let mut otlp = ExporterGroup::start(
+        &otlp_specs,
+        &ExporterOptions {
+            endpoint: lb.url(),
+            ..otlp_opts
+        },
+    );
 
     tokio::time::sleep(sync_delay).await;
     let before_sync = stack.metrics_now(&api).await;
@@ -155,8 +204,9 @@ async fn s1_incident_replay_empty_key_store() {
     let m2 = stack.metrics_now(&api).await;
 
     fleet.shutdown(Duration::from_secs(60)).await;
+    otlp.shutdown().await;
     let end = stack.metrics_now(&api).await;
-    let api_items = end.sum("inlet_api_batch_items_total", &[("kind", "transaction")]) as u64;
+    let (api_items, api_spans) = api_counts(&end);
 
     let t = fleet.totals();
     let false_401s = t.rejections;
@@ -196,6 +246,8 @@ async fn s1_incident_replay_empty_key_store() {
         first_ready.map_or(0, |r| lb.timeline().iter().filter(|s| s.at < r).count());
     fig.note("answers_before_ready", served_before_ready);
 
+    let otlp_stored =
+        reconcile_exporters(&mut fig, &stack, &otlp, Some(api_spans), Some(&lb)).await;
     reconcile(
         &mut fig,
         &stack,
@@ -204,13 +256,15 @@ async fn s1_incident_replay_empty_key_store() {
             api_items: Some(api_items),
             lb: Some(&lb),
             false_401s,
+            others_stored: otlp_stored,
             ..Reconcile::default()
         },
     )
     .await;
+    fig.api_items = Some(api_items + api_spans);
     fig.recovery(
-        "API process start → every agent's first 202 (the deploy is the fault)",
-        fleet.slowest_first_accept_after(started),
+        "API process start → every agent's first 202 and every OTLP exporter's first 200 (the deploy is the fault)",
+        slowest(&fleet, &otlp, started),
     );
     drop((api, worker, sync));
     stack.cleanup().await;
@@ -239,14 +293,18 @@ async fn s1b_incident_replay_mongo_unreachable_too() {
     .await;
     stack.migrate().await;
     let specs = agent_specs(&stack, "agent", n_agents).await;
+    let otlp_specs = otlp_specs(&stack).await;
     let others: Vec<String> = (n_agents..n_accounts)
         .map(|i| format!("acct-{i:04}"))
         .collect();
     stack.accounts_with_keys(&others, None).await;
     let opts = FleetOptions::new("");
+    let otlp_opts = ExporterOptions::new("", OTLP_APP);
     fig.load = format!(
-        "{n_accounts} accounts with a key each; {n_agents} agents × {:.0} tx/s; {:.0} s outage, then {:.0} s more",
+        "{} accounts with a key each; {n_agents} agents × {:.0} tx/s{}; {:.0} s outage, then {:.0} s more",
+        n_accounts + otlp_specs.len(),
         opts.rate(),
+        otlp_load(otlp_specs.len(), &otlp_opts),
         outage.as_secs_f64(),
         after.as_secs_f64()
     );
@@ -277,6 +335,13 @@ async fn s1b_incident_replay_mongo_unreachable_too() {
             ..opts
         },
     );
+    let mut otlp = ExporterGroup::start(
+        &otlp_specs,
+        &ExporterOptions {
+            endpoint: lb.url(),
+            ..otlp_opts
+        },
+    );
     tokio::time::sleep(outage).await;
     let during = stack.metrics_now(&api).await;
     let accepted_during = fleet.accepted();
@@ -297,8 +362,9 @@ async fn s1b_incident_replay_mongo_unreachable_too() {
     tokio::time::sleep(after).await;
 
     fleet.shutdown(Duration::from_secs(60)).await;
+    otlp.shutdown().await;
     let end = stack.metrics_now(&api).await;
-    let api_items = end.sum("inlet_api_batch_items_total", &[("kind", "transaction")]) as u64;
+    let (api_items, api_spans) = api_counts(&end);
     let t = fleet.totals();
     check_readiness(&mut fig, &watch, started, Some(restarting));
 
@@ -337,6 +403,8 @@ async fn s1b_incident_replay_mongo_unreachable_too() {
         format!("provisional decisions {provisional}, 202s on the wire {wire_202_during}"),
     );
 
+    let otlp_stored =
+        reconcile_exporters(&mut fig, &stack, &otlp, Some(api_spans), Some(&lb)).await;
     reconcile(
         &mut fig,
         &stack,
@@ -345,10 +413,12 @@ async fn s1b_incident_replay_mongo_unreachable_too() {
             api_items: Some(api_items),
             lb: Some(&lb),
             false_401s: t.rejections,
+            others_stored: otlp_stored,
             ..Reconcile::default()
         },
     )
     .await;
+    fig.api_items = Some(api_items + api_spans);
     let w = stack.metrics_now(&worker).await;
     let dropped_provisional = w.sum(
         "inlet_worker_messages_total",
@@ -366,4 +436,14 @@ async fn s1b_incident_replay_mongo_unreachable_too() {
     stack.cleanup().await;
     drop(mongo);
     fig.finish();
+}
+
+/// The longest time from `t` to the first acceptance of any agent or
+/// exporter (`None` if one had none).
+fn slowest(fleet: &Fleet, otlp: &ExporterGroup, t: Instant) -> Option<Duration> {
+    Some(
+        fleet
+            .slowest_first_accept_after(t)?
+            .max(otlp.slowest_first_accept_after(t)?),
+    )
 }

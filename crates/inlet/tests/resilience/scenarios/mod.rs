@@ -22,6 +22,7 @@ use std::time::Duration;
 use inlet_testkit::{LoadBalancer, free_port};
 
 use crate::agents::{AgentSpec, Fleet, FleetOptions, Totals};
+use crate::exporters::ExporterGroup;
 use crate::report::Figure;
 use crate::stack::{Proc, READY_TIMEOUT, Stack};
 
@@ -239,6 +240,9 @@ pub struct Reconcile<'a> {
     /// Items stored on purpose outside the agents' own sends (probes), in
     /// the agents' accounts.
     pub extra_stored: u64,
+    /// Items stored for the accounts of another agent group of the run
+    /// (the OTLP exporters, reconciled by [`reconcile_exporters`]).
+    pub others_stored: u64,
     /// Agents whose key was revoked: they may end with data the server
     /// refused, and their 401s are expected.
     pub revoked: Vec<String>,
@@ -254,6 +258,7 @@ impl Default for Reconcile<'_> {
             lb: None,
             false_401s: 0,
             extra_stored: 0,
+            others_stored: 0,
             revoked: Vec::new(),
             drain_timeout: Duration::from_secs(180),
         }
@@ -264,7 +269,8 @@ impl Default for Reconcile<'_> {
 /// held flushed), waits for the worker to drain, and checks: nothing dropped, accepted == stored (items
 /// and duration sums), the API's count between accepted and accepted plus
 /// what was re-sent after lost answers, no false 401s, and every 5xx on
-/// the wire with `Retry-After`. Fills the figure's common fields.
+/// the wire with `Retry-After`. Adds the fleet's counts to the figure's
+/// common fields.
 pub async fn reconcile(fig: &mut Figure, stack: &Stack, fleet: &Fleet, r: Reconcile<'_>) -> Totals {
     assert!(
         fleet.agents.iter().all(|a| a.report.is_some()),
@@ -295,14 +301,14 @@ pub async fn reconcile(fig: &mut Figure, stack: &Stack, fleet: &Fleet, r: Reconc
         .map(|a| a.client.stats().recorded_items)
         .sum();
 
-    fig.recorded = t.recorded;
-    fig.accepted = t.accepted;
-    fig.stored = stored.count;
+    fig.recorded += t.recorded;
+    fig.accepted += t.accepted;
+    fig.stored += stored.count;
     fig.api_items = r.api_items;
-    fig.false_401s = r.false_401s;
-    fig.lost = expected.saturating_sub(stored.count);
-    fig.duplicated = stored.count.saturating_sub(expected);
-    fig.dropped = kept_dropped;
+    fig.false_401s += r.false_401s;
+    fig.lost += expected.saturating_sub(stored.count);
+    fig.duplicated += stored.count.saturating_sub(expected);
+    fig.dropped += kept_dropped;
     fig.note("agent_failures", &t.failures);
     fig.note("agent_retried_batches", t.retried_batches);
     fig.note("agent_transport_errors", t.transport_errors);
@@ -350,8 +356,11 @@ pub async fn reconcile(fig: &mut Figure, stack: &Stack, fleet: &Fleet, r: Reconc
     );
     fig.check(
         "nothing stored outside the agents' accounts",
-        everything.count == stored.count,
-        format!("all accounts {}, agents {}", everything.count, stored.count),
+        everything.count == stored.count + r.others_stored,
+        format!(
+            "all accounts {}, agents {}, other groups {}",
+            everything.count, stored.count, r.others_stored
+        ),
     );
     if r.revoked.is_empty() && r.extra_stored == 0 {
         fig.check(
@@ -416,4 +425,132 @@ pub async fn reconcile(fig: &mut Figure, stack: &Stack, fleet: &Fleet, r: Reconc
         );
     }
     t
+}
+
+/// After the exporters were shut down ([`ExporterGroup::shutdown`]),
+/// waits for the worker to store their spans and checks the OTLP group as
+/// [`reconcile`] checks a fleet: no false 401/403 (every key stays valid),
+/// no export dropped, every span accepted, stored under the group's app
+/// exactly what the exporters were told was accepted (retries included,
+/// so re-sent exports must not count twice) and nothing under another
+/// app, duration sums, the API's span count within [accepted, accepted +
+/// re-sent after no answer], and the 200s on the wire. Adds the group's
+/// counts to the figure's common fields (`otlp_*` notes keep them apart);
+/// returns what is stored for the group's accounts, for
+/// [`Reconcile::others_stored`].
+pub async fn reconcile_exporters(
+    fig: &mut Figure,
+    stack: &Stack,
+    group: &ExporterGroup,
+    api_spans: Option<u64>,
+    lb: Option<&LoadBalancer>,
+) -> u64 {
+    let t = group.totals();
+    let accounts = group.accounts();
+    let app = group.options.app.as_str();
+    let stored = stack
+        .wait_drained_for(&accounts, Some(app), t.accepted, Duration::from_secs(180))
+        .await;
+    let any_app = stack.stored(&accounts).await;
+
+    fig.recorded += t.recorded;
+    fig.accepted += t.accepted;
+    fig.stored += stored.count;
+    fig.false_401s += t.rejections;
+    fig.lost += t.accepted.saturating_sub(stored.count);
+    fig.duplicated += stored.count.saturating_sub(t.accepted);
+    fig.dropped += t.dropped_spans;
+    fig.note(
+        "otlp",
+        serde_json::json!({
+            "exporters": group.exporters.len(),
+            "exports": t.exports,
+            "spans_recorded": t.recorded,
+            "spans_accepted": t.accepted,
+            "spans_rejected": t.rejected,
+            "spans_stored": stored.count,
+            "api_spans": api_spans,
+            "false_401s": t.rejections,
+            "exports_retried": t.retried_exports,
+            "answers_lost": t.lost_answers,
+            "retries": t.retries,
+            "dropped": t.dropped,
+        }),
+    );
+
+    fig.check(
+        "OTLP: no false 401/403",
+        t.rejections == 0,
+        format!("{} false 401/403: {:?}", t.rejections, t.dropped),
+    );
+    fig.check(
+        "OTLP: no export dropped (non-retryable answer, retries given up)",
+        t.dropped_spans == 0,
+        format!("dropped {} spans: {:?}", t.dropped_spans, t.dropped),
+    );
+    fig.check(
+        "OTLP: every exported span was accepted (none rejected in a partial success)",
+        t.accepted == t.recorded && t.rejected == 0,
+        format!(
+            "recorded {}, accepted {}, rejected {}",
+            t.recorded, t.accepted, t.rejected
+        ),
+    );
+    fig.check(
+        "OTLP: stored exactly once under the group's app (accepted == stored), retries included",
+        stored.count == t.accepted,
+        format!(
+            "accepted {}, stored {} (app {app}); {} exports retried, {} after their 200 was lost",
+            t.accepted, stored.count, t.retried_exports, t.lost_answers
+        ),
+    );
+    fig.check(
+        "OTLP: nothing stored for the group's accounts under another app",
+        any_app.count == stored.count,
+        format!("any app {}, app {app} {}", any_app.count, stored.count),
+    );
+    if t.rejected == 0 {
+        fig.check(
+            "OTLP: stored duration sum == accepted duration sum",
+            (stored.duration_sum - t.accepted_sum_ms as f64).abs() < 0.5,
+            format!(
+                "accepted {} ms, stored {} ms",
+                t.accepted_sum_ms, stored.duration_sum
+            ),
+        );
+    }
+    if group.options.lose_every.is_some() {
+        fig.check(
+            "OTLP: exports accepted by the server were re-sent (lost answers), so stored-once was exercised",
+            t.lost_answers > 0 && t.resent_after_no_answer > 0,
+            format!(
+                "{} answers lost, ≤ {} spans re-sent after no answer",
+                t.lost_answers, t.resent_after_no_answer
+            ),
+        );
+    }
+    if let Some(api) = api_spans {
+        fig.check(
+            "OTLP: API accepted spans within [accepted, accepted + re-sent after no answer]",
+            api >= t.accepted && api <= t.accepted + t.resent_after_no_answer,
+            format!(
+                "API {api}, exporters accepted {}, re-sent after no answer ≤ {}",
+                t.accepted, t.resent_after_no_answer
+            ),
+        );
+    }
+    if let Some(lb) = lb {
+        let w = lb.responses();
+        fig.check(
+            "OTLP: the wire saw every 200 the exporters received",
+            w.status(200) >= t.accepted_exports + t.lost_answers,
+            format!(
+                "200s on the wire {}, exports accepted {} + answers lost {}",
+                w.status(200),
+                t.accepted_exports,
+                t.lost_answers
+            ),
+        );
+    }
+    any_app.count
 }
