@@ -50,6 +50,14 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 PUSH_DEPTHS = sorted({CONNECTIONS, int(os.environ.get("BENCH_PUSH_DEEP", "256"))})
 PUSH_RUNS = int(os.environ.get("BENCH_PUSH_RUNS", "3"))
 SYNC_SIZES = [int(x) for x in os.environ.get("BENCH_SYNC_KEYS", "100000,1000000").split(",") if x]
+# Spans per `/v1/traces` request, and transactions per `/v1/push` request,
+# in the OTLP comparison.
+OTLP_SPANS = 8
+# BENCH_ONLY=otlp measures only the OTLP comparison (and its criterion
+# bench) and prints its report section; docs/benchmarks.md is not written.
+ONLY = os.environ.get("BENCH_ONLY", "")
+if ONLY not in ("", "otlp"):
+    raise SystemExit(f"BENCH_ONLY={ONLY}: only 'otlp' (or unset) is known")
 RUN_ID = f"bench{os.getpid()}"
 STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 RAW = []  # (title, text) of raw outputs for the appendix
@@ -183,8 +191,11 @@ def measured_wrk(pid, url, lua, title, connections=CONNECTIONS):
     return r
 
 
-def write_lua(body_path, keys, name):
+def write_lua(body_path, keys, name, content_type="application/json", path=None):
+    """A wrk script POSTing the file's bytes with `content_type`, to `path`
+    (None: the URL's path), keys round robin as Bearer tokens."""
     lua = Path(tempfile.gettempdir()) / f"{RUN_ID}-{name}.lua"
+    path_lua = "nil" if path is None else f'"{path}"'
     keys_lua = ",".join(f'"{k}"' for k in keys)
     lua.write_text(
         f"""
@@ -196,9 +207,9 @@ local n = 0
 request = function()
   n = n + 1
   local headers = {{}}
-  headers["Content-Type"] = "application/json"
+  headers["Content-Type"] = "{content_type}"
   headers["Authorization"] = "Bearer " .. keys[(n % #keys) + 1]
-  return wrk.format("POST", nil, headers, body)
+  return wrk.format("POST", {path_lua}, headers, body)
 end
 """
     )
@@ -271,8 +282,16 @@ class Stack:
     def run(self, args):
         return subprocess.run([str(INLET)] + args, env=self.env, check=True, capture_output=True, text=True).stdout
 
-    def url(self):
-        return f"http://127.0.0.1:{self.port}/v1/push"
+    def url(self, path="/v1/push"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def purge_queues(self):
+        """Empties every queue of the stack's vhost, so the next measurement
+        starts against an empty queue as the previous one did."""
+        names = subprocess.run(self.ctl + ["-q", "list_queues", "-p", self.vhost, "--no-table-headers", "name"],
+                               check=True, capture_output=True, text=True).stdout.split()
+        for name in names:
+            subprocess.run(self.ctl + ["-q", "purge_queue", "-p", self.vhost, name], check=True, capture_output=True)
 
     def close(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -357,14 +376,63 @@ def auth_designs_push(body_path):
     return out
 
 
+def otlp_vs_push():
+    """`/v1/push` with a JSON batch of OTLP_SPANS transactions against
+    `/v1/traces` with a protobuf export of OTLP_SPANS SERVER spans, both
+    written by `otlp-body` (the push batch is what the export maps onto,
+    so both routes carry the same samples). Per run one stack and one
+    cached key serve both measurements; the queue is purged between them
+    (each starts against an empty queue) and the order alternates (neither
+    route always meets the broker's drift). PUSH_RUNS runs; the report
+    uses the median runs."""
+    tmp = Path(tempfile.gettempdir())
+    pb, js = tmp / f"{RUN_ID}-traces{OTLP_SPANS}.pb", tmp / f"{RUN_ID}-push{OTLP_SPANS}.json"
+    bodies = json.loads(sh([REL / "otlp-body", "--spans", OTLP_SPANS, "--out", pb, "--push-json", js]).stdout)
+    if bodies["push_transactions"] != OTLP_SPANS:
+        raise RuntimeError(f"otlp-body mapped {OTLP_SPANS} spans onto {bodies['push_transactions']} transactions")
+    RAW.append(("OTLP comparison bodies (otlp-body)", json.dumps(bodies, indent=2)))
+    log(f"OTLP comparison bodies: {bodies}")
+    routes = {
+        "push": ("/v1/push", js, "application/json", f"`/v1/push`, JSON, {OTLP_SPANS} transactions"),
+        "otlp": ("/v1/traces", pb, "application/x-protobuf", f"`/v1/traces`, protobuf, {OTLP_SPANS} spans"),
+    }
+    runs = []
+    for i in range(PUSH_RUNS):
+        order = ["push", "otlp"] if i % 2 == 0 else ["otlp", "push"]
+        stack = Stack(f"otlp{i}")
+        try:
+            run = {"order": order}
+            for j, kind in enumerate(order):
+                path, body, content_type, title = routes[kind]
+                if j:
+                    stack.purge_queues()
+                log(f"OTLP comparison: {path}, cached key, {CONNECTIONS} connections, run {i + 1}/{PUSH_RUNS}")
+                lua = write_lua(body, stack.keys[:1], f"otlp{i}-{kind}", content_type, path)
+                run[kind] = measured_wrk(stack.proc.pid, stack.url(path), lua,
+                                         f"OTLP comparison: {title}, cached key, {CONNECTIONS} connections, run {i + 1}")
+        finally:
+            stack.close()
+        runs.append(run)
+    return {"runs": runs, "bodies": bodies, "titles": {k: v[3] for k, v in routes.items()}}
+
+
 def main():
     docs = ROOT / "docs" / "benchmarks.md"
+    if ONLY == "otlp":
+        otlp = otlp_vs_push()
+        crit = run_criterion([b for b in CRITERION_BENCHES if b[0] == "inlet-otlp"])
+        print("\n".join(otlp_summary_rows(otlp) + [""] + otlp_section(otlp, crit)))
+        log("BENCH_ONLY=otlp: printed the OTLP section; docs/benchmarks.md was not written")
+        return
     body_path = Path(tempfile.gettempdir()) / f"{RUN_ID}-body.json"
     body = subprocess.run([sys.executable, "-c", BODY_SCRIPT], check=True, capture_output=True, text=True).stdout
     body_path.write_text(body)
     log(f"push body: {len(body)} bytes")
 
     a, by_depth = push_path(body_path)
+
+    log("OTLP comparison")
+    otlp = otlp_vs_push()
 
     log("auth designs (harness)")
     # The harness exits non-zero when a lookup failed, after printing every
@@ -406,11 +474,12 @@ def main():
     log("criterion micro-benchmarks")
     crit = run_criterion()
 
-    write_report(docs, a, by_depth, designs, through_push, worker, syncs, crit, len(body), PUSH_KEYS)
+    write_report(docs, a, by_depth, otlp, designs, through_push, worker, syncs, crit, len(body), PUSH_KEYS)
     log(f"wrote {docs}")
 
 
-CRITERION_BENCHES = [("inlet-domain", "domain"), ("inlet-auth", "decide"), ("inlet-queue", "publish")]
+CRITERION_BENCHES = [("inlet-domain", "domain"), ("inlet-auth", "decide"), ("inlet-queue", "publish"),
+                     ("inlet-otlp", "decode_map")]
 
 
 def criterion_home():
@@ -443,11 +512,11 @@ def criterion_results(since=0.0):
     return sorted(out, key=lambda r: r["id"])
 
 
-def run_criterion():
+def run_criterion(benches=CRITERION_BENCHES):
     """Runs the criterion benchmarks; returns what they wrote (see
     `criterion_results`). A failing bench is reported, not fatal."""
     started = time.time()
-    for pkg, bench in CRITERION_BENCHES:
+    for pkg, bench in benches:
         cmd = ["cargo", "bench", "--locked", "-p", pkg, "--bench", bench, "--", "--noplot"]
         COMMANDS.append(" ".join(cmd))
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -573,7 +642,102 @@ def cores_prose(a, medians, by_depth, push_ratio):
     return out
 
 
-def write_report(path, a, by_depth, designs, through_push, worker, syncs, crit, body_bytes, push_keys):
+def median(xs):
+    """The median (the upper middle of an even count)."""
+    return sorted(xs)[len(xs) // 2]
+
+
+def otlp_figures(otlp):
+    """The OTLP comparison's headline figures: the median run of each route
+    by req/s, and the median over runs of each route's CPU per request."""
+    runs = otlp["runs"]
+    f = {kind: median_run([r[kind] for r in runs], "rps") for kind in ("push", "otlp")}
+    cpu = {kind: median([r[kind]["cpu_s_per_10k"] for r in runs]) for kind in ("push", "otlp")}
+    non2xx = {kind: sum(r[kind]["non2xx"] for r in runs) for kind in ("push", "otlp")}
+    worst_p99 = max(r["otlp"]["p99"] or float("inf") for r in runs)
+    return {"push": f["push"], "otlp": f["otlp"], "ratio": f["otlp"]["rps"] / max(f["push"]["rps"], 1e-9),
+            "cpu": cpu, "cpu_diff": cpu["otlp"] - cpu["push"], "non2xx": non2xx, "worst_p99": worst_p99,
+            "spans_per_s": f["otlp"]["rps"] * otlp["bodies"]["spans"]}
+
+
+def otlp_summary_rows(otlp):
+    x = otlp_figures(otlp)
+    p, o, bad = x["push"], x["otlp"], x["non2xx"]
+    n = len(otlp["runs"])
+    runs = f"median of {n} runs" if n > 1 else "one run"
+    spans = otlp["bodies"]["spans"]
+    return [
+        f"| OTLP: `/v1/traces` (protobuf, {spans} spans) ≥ 80% of `/v1/push` ({spans} transactions) in req/s, same cached key, "
+        f"{CONNECTIONS} connections, every answer 2xx | {x['ratio']:.0%} ({o['rps']:.0f} vs {p['rps']:.0f} req/s, "
+        f"{x['spans_per_s']:.0f} spans/s; {runs}); non-2xx: {bad['otlp']} OTLP, {bad['push']} push "
+        f"| {verdict(x['ratio'] >= 0.8 and bad['otlp'] == 0 and bad['push'] == 0)} |",
+        f"| OTLP: `/v1/traces` p99 < 25 ms at {CONNECTIONS} connections, every answer 2xx | {o['p99']:.1f} ms "
+        f"(worst run {x['worst_p99']:.1f} ms; `/v1/push` {p['p99']:.1f} ms); {bad['otlp']} non-2xx answers "
+        f"| {verdict(o['p99'] is not None and o['p99'] < 25 and bad['otlp'] == 0)} |",
+    ]
+
+
+def otlp_criterion(crit, spans):
+    """(decode+map ns, serialise ns) per request of `spans` spans from the
+    inlet-otlp criterion bench of this run, None where it did not run."""
+    by_id = {c["id"]: c["median_ns"] for c in crit}
+    return (by_id.get(f"otlp/traces/Protobuf/decode+map/{spans}"),
+            by_id.get(f"otlp/traces/serialize_batches/{spans}"))
+
+
+def otlp_section(otlp, crit):
+    """The report's OTLP section; every number from this run."""
+    x = otlp_figures(otlp)
+    p, o, cpu = x["push"], x["otlp"], x["cpu"]
+    b = otlp["bodies"]
+    spans = b["spans"]
+    n = len(otlp["runs"])
+    lines = ["## OTLP traces vs push", ""]
+    w = lines.append
+    w(f"One `inlet api` and one cached key per run serve both routes at {CONNECTIONS} connections:")
+    w(f"`/v1/push` with a JSON batch of {b['push_transactions']} transactions ({b['push_json_bytes']} bytes; the batch")
+    w("the OTLP export maps onto, so both routes carry the same samples) and `/v1/traces` with a protobuf")
+    w(f"export of {spans} SERVER spans ({b['protobuf_bytes']} bytes, `inlet_otlp::example::traces`), both written")
+    w("by `otlp-body`. The queue is purged between the two measurements of a run, and the order alternates")
+    w("from run to run.")
+    w(f"Rows: the median run of each route by req/s ({'median of ' + str(n) + ' runs' if n > 1 else 'one run'});"
+      " CPU: the median over runs.")
+    w("")
+    w("| | req/s | samples/s | p50 ms | p99 ms | API CPU s / 10k req | API cores | RabbitMQ cores | wrk cores | non-2xx |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for kind, r in (("push", p), ("otlp", o)):
+        w(f"| {otlp['titles'][kind]} | {r['rps']:.0f} | {r['rps'] * spans:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+          f"{cpu[kind]:.3f} | {r['cores_server']:.2f} | {r['cores_broker']:.2f} | {r['cores_wrk']:.2f} | "
+          f"{x['non2xx'][kind]} |")
+    w(f"| OTLP / push | {x['ratio']:.0%} | | | | {cpu['otlp'] - cpu['push']:+.3f} | | | | |")
+    w("")
+    w(f"OTLP carried {x['spans_per_s']:.0f} spans/s. Its API CPU per 10k requests was {cpu['otlp']:.3f} s against")
+    w(f"push's {cpu['push']:.3f} s: a difference of {x['cpu_diff']:+.3f} s per 10k requests "
+      f"({x['cpu_diff'] / 10_000 * 1e6:+.1f} µs per request),")
+    w("what decoding the protobuf, mapping it and serialising the batch for the queue cost beyond push's")
+    w("own JSON validation (both publish one message per request).")
+    dm, ser = otlp_criterion(crit, spans)
+    if dm is not None and ser is not None:
+        per_10k = (dm + ser) * 10_000 / 1e9
+        w(f"Criterion in this run, one core, {spans} spans: decode+map {fmt_ns(dm)} + serialise {fmt_ns(ser)} = "
+          f"{fmt_ns(dm + ser)} per request, {per_10k:.3f} CPU s per 10k requests"
+          f" ({per_10k / max(cpu['otlp'], 1e-9):.0%} of OTLP's measured API CPU per request).")
+    else:
+        w("Criterion's `otlp/traces` figures are not in this run's results (see the failures below).")
+    w("")
+    w("Every run (order: which route was measured first):")
+    w("")
+    w("| run | order | push req/s | OTLP req/s | OTLP / push | push p99 ms | OTLP p99 ms | push CPU s / 10k | OTLP CPU s / 10k |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(otlp["runs"]):
+        rp, ro = r["push"], r["otlp"]
+        w(f"| {i + 1} | {' then '.join(r['order'])} | {rp['rps']:.0f} | {ro['rps']:.0f} | {ro['rps'] / max(rp['rps'], 1e-9):.0%} | "
+          f"{rp['p99']:.2f} | {ro['p99']:.2f} | {rp['cpu_s_per_10k']:.3f} | {ro['cpu_s_per_10k']:.3f} |")
+    w("")
+    return lines
+
+
+def write_report(path, a, by_depth, otlp, designs, through_push, worker, syncs, crit, body_bytes, push_keys):
     medians = {d: (median_run(bs, "msgs_per_s"), median_run(cs, "rps")) for d, (bs, cs) in by_depth.items()}
     b, c = medians[CONNECTIONS]
     bs, cs = by_depth[CONNECTIONS]
@@ -628,6 +792,8 @@ def write_report(path, a, by_depth, designs, through_push, worker, syncs, crit, 
         w(f"| push: Inlet ≥ 80% of min(bare actix, bare publish) in req/s, both at depth {d}, every answer 2xx | {ratios[d]:.0%} ({mc['rps']:.0f} vs min({a['rps']:.0f}, {mb['msgs_per_s']:.0f}); {runs} of (b) and (c)); {bad} non-2xx answers in (c) at this depth | {verdict(ratios[d] >= 0.8 and bad == 0)} |")
     w(f"| push: p99 < 25 ms at {CONNECTIONS} connections, every answer 2xx | {c['p99']:.1f} ms (median run; worst run {c_worst_p99:.1f} ms); {non2xx[CONNECTIONS]} non-2xx answers | {verdict(c['p99'] is not None and c['p99'] < 25 and non2xx[CONNECTIONS] == 0)} |")
     w(f"| push: API peak RSS < 100 MiB under load | {c_peak_rss:.0f} MiB (highest of the runs) | {verdict(c_peak_rss < 100)} |")
+    for line in otlp_summary_rows(otlp):
+        w(line)
     w(f"| auth: Inlet ≥ 20× v1 in decisions/s, no failed lookup | {r1:.1f}×; {auth_failures} failed lookups or decisions | {verdict(r1 >= 20 and auth_failures == 0)} |")
     w(f"| auth: Inlet ≥ 5× v2 in decisions/s, no failed lookup | {r2:.1f}×; {auth_failures} failed lookups or decisions | {verdict(r2 >= 5 and auth_failures == 0)} |")
     w(f"| worker: ≥ 70% of bare bulk-upsert loops at the same concurrency ({worker['concurrency']}) | {worker['ratio']:.0%} | {verdict(worker['ratio'] >= 0.7)} |")
@@ -672,6 +838,8 @@ def write_report(path, a, by_depth, designs, through_push, worker, syncs, crit, 
     for line in cores_prose(a, medians, by_depth, push_ratio):
         w(line)
     w("")
+    for line in otlp_section(otlp, crit):
+        w(line)
     w("## Auth designs: the incident's history side by side")
     w("")
     w(f"Harness: {inl['tasks']} concurrent tasks over {inl['keys']} keys for {inl['seconds']:.1f} s each "

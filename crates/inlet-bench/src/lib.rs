@@ -10,6 +10,8 @@
 //! - `worker-throughput`: the worker vs a bare bulk-upsert loop of the same
 //!   documents;
 //! - `sync-backfill`: time to load N keys from MongoDB into Redis.
+//! - `otlp-body`: the bodies of the OTLP-vs-push comparison (a protobuf
+//!   traces export of N spans and the push batch it maps onto).
 
 use std::time::Duration;
 
