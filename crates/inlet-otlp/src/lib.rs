@@ -95,20 +95,69 @@ where
             message: e.to_string(),
         }),
         Format::Json => {
-            // The OTLP JSON mapping is an object; serde's derive would also
-            // read a struct from an array of its fields.
-            let first = body.iter().find(|b| !b.is_ascii_whitespace());
-            if first.is_some_and(|&b| b != b'{') {
-                return Err(DecodeError {
-                    format: "JSON",
-                    message: "an export request is a JSON object".into(),
-                });
-            }
-            serde_json::from_slice(body).map_err(|e| DecodeError {
+            let invalid = |message: String| DecodeError {
                 format: "JSON",
-                message: e.to_string(),
-            })
+                message,
+            };
+            let value: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+            if !value.is_object() {
+                return Err(invalid("an export request is a JSON object".into()));
+            }
+            json_shape(&value, None).map_err(invalid)?;
+            serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
         }
+    }
+}
+
+/// The OTLP JSON fields whose value is a list.
+const LIST_FIELDS: &[&str] = &[
+    "resourceSpans",
+    "scopeSpans",
+    "spans",
+    "events",
+    "links",
+    "resourceMetrics",
+    "scopeMetrics",
+    "metrics",
+    "dataPoints",
+    "exemplars",
+    "bucketCounts",
+    "explicitBounds",
+    "quantileValues",
+    "filteredAttributes",
+    "resourceLogs",
+    "scopeLogs",
+    "logRecords",
+    "attributes",
+    "values",
+    "metadata",
+    "entityRefs",
+    "idKeys",
+    "descriptionKeys",
+];
+
+/// Checks the shape serde's derive would let through: a message is always
+/// an object (the derive also reads a struct from an array of its
+/// fields), and only list fields hold arrays, of non-arrays.
+fn json_shape(v: &serde_json::Value, field: Option<&str>) -> Result<(), String> {
+    use serde_json::Value;
+    match v {
+        Value::Array(items) => {
+            let name = field.unwrap_or("the request");
+            if !field.is_some_and(|f| LIST_FIELDS.contains(&f)) {
+                return Err(format!("{name} must be an object, not an array"));
+            }
+            for item in items {
+                if item.is_array() {
+                    return Err(format!("{name} holds an array where an item belongs"));
+                }
+                json_shape(item, None)?;
+            }
+            Ok(())
+        }
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| json_shape(v, Some(k))),
+        _ => Ok(()),
     }
 }
 
@@ -164,6 +213,14 @@ mod tests {
                 // object.
                 (Format::Json, &b"[[]]"[..]),
                 (Format::Json, &b" [] "[..]),
+                (
+                    Format::Json,
+                    &br#"{"resourceLogs": [{"resource": [], "scopeLogs": []}]}"#[..],
+                ),
+                (
+                    Format::Json,
+                    &br#"{"resourceMetrics": [{"scopeMetrics": [[null], []]}]}"#[..],
+                ),
             ] {
                 assert!(
                     map(signal, format, body, &limits, NOW).is_err(),
