@@ -195,7 +195,7 @@ fn histogram(
 ) -> Result<Option<WireMetric>, String> {
     let times = (p.start_time_unix_nano, p.time_unix_nano, p.flags);
     let kind = MetricKind::Distribution;
-    let Some(mut m) = sample(name, kind, &p.attributes, times, cumulative, limits)? else {
+    let Some(m) = sample(name, kind, &p.attributes, times, cumulative, limits)? else {
         return Ok(None);
     };
     let bounds = &p.explicit_bounds;
@@ -230,14 +230,28 @@ fn histogram(
             })
             .sum()
     };
-    m.value = p.sum.unwrap_or_else(estimate);
-    m.histogram = Some(Histogram {
-        count: p.count,
-        min: p.min,
-        max: p.max,
-        buckets,
-    });
-    Ok(Some(m))
+    let sum = p.sum.unwrap_or_else(estimate);
+    Ok(Some(bucketed(m, sum, (p.count, p.min, p.max), buckets)))
+}
+
+/// A distribution sample carrying `count` observations summing to `sum`
+/// (its `value`), with their min and max when the point has them.
+fn bucketed(
+    m: WireMetric,
+    sum: f64,
+    (count, min, max): (u64, Option<f64>, Option<f64>),
+    buckets: BTreeMap<usize, u64>,
+) -> WireMetric {
+    WireMetric {
+        value: sum,
+        histogram: Some(Histogram {
+            count,
+            min,
+            max,
+            buckets,
+        }),
+        ..m
+    }
 }
 
 fn exponential(
@@ -248,7 +262,7 @@ fn exponential(
 ) -> Result<Option<WireMetric>, String> {
     let times = (p.start_time_unix_nano, p.time_unix_nano, p.flags);
     let kind = MetricKind::Distribution;
-    let Some(mut m) = sample(name, kind, &p.attributes, times, cumulative, limits)? else {
+    let Some(m) = sample(name, kind, &p.attributes, times, cumulative, limits)? else {
         return Ok(None);
     };
     if !(-10..=20).contains(&p.scale) {
@@ -281,14 +295,8 @@ fn exponential(
             p.count
         ));
     }
-    m.value = p.sum.unwrap_or(0.0);
-    m.histogram = Some(Histogram {
-        count: p.count,
-        min: p.min,
-        max: p.max,
-        buckets,
-    });
-    Ok(Some(m))
+    let sum = p.sum.unwrap_or(0.0);
+    Ok(Some(bucketed(m, sum, (p.count, p.min, p.max), buckets)))
 }
 
 #[cfg(test)]
