@@ -31,10 +31,21 @@ pub struct WorkerMetrics {
     /// `inlet_worker_lag_seconds`: receive-to-processing delay of the
     /// latest message (consumer lag in time).
     pub lag_seconds: prometheus::Gauge,
+    /// `inlet_worker_freshness_seconds`: per message written, from the API
+    /// receiving it to its effect committed in MongoDB (how stale the
+    /// aggregates are; queueing, retries and outages included).
+    pub freshness: Histogram,
     /// `inlet_worker_paused`: pipelines paused because MongoDB is
     /// unreachable (they pull nothing meanwhile).
     pub paused: IntGauge,
 }
+
+/// Buckets of `inlet_worker_freshness_seconds`: from a quiet pipeline's
+/// milliseconds to a backlog drained after an outage.
+const FRESHNESS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    600.0, 1800.0, 3600.0,
+];
 
 impl WorkerMetrics {
     /// Creates and registers the metrics.
@@ -59,6 +70,7 @@ impl WorkerMetrics {
             Box::new(self.write_duration.clone()),
             Box::new(self.transaction_retries.clone()),
             Box::new(self.lag_seconds.clone()),
+            Box::new(self.freshness.clone()),
             Box::new(self.paused.clone()),
         ]
     }
@@ -119,6 +131,13 @@ impl WorkerMetrics {
             lag_seconds: prometheus::Gauge::new(
                 "inlet_worker_lag_seconds",
                 "Delay from the API receiving the latest processed message to its processing.",
+            )?,
+            freshness: Histogram::with_opts(
+                HistogramOpts::new(
+                    "inlet_worker_freshness_seconds",
+                    "Per message written: from the API receiving it to its effect committed in MongoDB.",
+                )
+                .buckets(FRESHNESS_BUCKETS.to_vec()),
             )?,
             paused: IntGauge::new(
                 "inlet_worker_paused",

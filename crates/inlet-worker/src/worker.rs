@@ -76,6 +76,8 @@ pub struct Processor {
 struct Ready {
     incoming: Incoming,
     key: String,
+    /// When the API received it (for `inlet_worker_freshness_seconds`).
+    received_at_ms: i64,
     account: AccountId,
     batch: Batch,
 }
@@ -236,6 +238,9 @@ impl Processor {
                 self.metrics
                     .transaction_retries
                     .inc_by(u64::from(report.retries));
+                for r in &fresh {
+                    self.committed(r);
+                }
                 let (t, m, e) = aggregates.items;
                 self.metrics
                     .items
@@ -269,6 +274,7 @@ impl Processor {
                     one.add(&r.account, &r.batch);
                     match self.store.write(std::slice::from_ref(&r.key), &one).await {
                         Ok(_) => {
+                            self.committed(&r);
                             let items = r.batch.item_count() as u64;
                             outcomes.push(
                                 self.settle_ack(r.incoming, Outcome::Processed { items })
@@ -411,10 +417,17 @@ impl Processor {
         };
         Checked::Ready(Box::new(Ready {
             key: envelope.dedup_key(),
+            received_at_ms: envelope.received_at_ms,
             incoming,
             account,
             batch,
         }))
+    }
+
+    /// Records that `r`'s effect is committed.
+    fn committed(&self, r: &Ready) {
+        let age_ms = (now_ms() - r.received_at_ms).max(0);
+        self.metrics.freshness.observe(age_ms as f64 / 1000.0);
     }
 
     async fn settle_ack(&self, incoming: Incoming, outcome: Outcome) -> Outcome {

@@ -151,6 +151,49 @@ async fn a_crash_between_write_and_ack_does_not_double_count() {
 }
 
 #[tokio::test]
+async fn freshness_is_observed_per_message_committed_from_its_receive_time() {
+    // Two messages the API received 90 s ago (queued through an outage)
+    // and one just now; then a retry of the first, which is not written
+    // again and so not observed again.
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    let mut envelopes = Vec::new();
+    for (i, age_ms) in [(0, 90_000), (1, 90_000), (2, 0)] {
+        let body = tx_batch(&format!("fresh{i}"), "Jobs#run", 5, 2.0, start);
+        let mut env = h.envelope(&body, AuthMode::Confirmed, &h.key);
+        env.received_at_ms -= age_ms;
+        envelopes.push(env);
+    }
+    for env in &envelopes {
+        h.publish(env).await;
+    }
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let freshness = processor.metrics().freshness.clone();
+    let mut pipeline = h.pipeline(processor, &cancel);
+    for _ in 0..3 {
+        assert_eq!(
+            pipeline.process_one(Duration::from_secs(10)).await,
+            Outcome::Processed { items: 5 }
+        );
+    }
+    assert_eq!(freshness.get_sample_count(), 3);
+    let sum = freshness.get_sample_sum();
+    // 90 + 90 + ~0 seconds, plus however long the test itself took.
+    assert!((180.0..240.0).contains(&sum), "freshness sum {sum}");
+    let mut again = envelopes[0].clone();
+    again.message_id = inlet_domain::Envelope::new_message_id();
+    h.publish(&again).await;
+    assert_eq!(
+        pipeline.process_one(Duration::from_secs(10)).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(freshness.get_sample_count(), 3, "a duplicate commits nothing");
+    cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
 async fn at_least_once_mode_counts_each_message_once_and_skips_applied_ones() {
     // `worker.exactly_once = false` (a standalone MongoDB without
     // transactions): effect, then markers. A redelivery after the markers
