@@ -1,7 +1,9 @@
 //! Prometheus metrics of the worker.
 
 use inlet_domain::LATENCY_BUCKETS;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Worker metrics. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -26,6 +28,12 @@ pub struct WorkerMetrics {
     pub batch_messages: Histogram,
     /// `inlet_worker_mongo_write_duration_seconds`: one transaction.
     pub write_duration: Histogram,
+    /// `inlet_worker_stage_duration_seconds{stage}`: one delivery batch's
+    /// time in each step but the write (which is
+    /// `inlet_worker_mongo_write_duration_seconds`): `check` (decode,
+    /// validate, re-check provisional keys), `dedup` (the applied-marker
+    /// lookup), `settle` (acks after the write).
+    pub stage_duration: HistogramVec,
     /// `inlet_worker_transaction_retries_total`: write conflicts retried.
     pub transaction_retries: IntCounter,
     /// `inlet_worker_lag_seconds`: receive-to-processing delay of the
@@ -68,6 +76,7 @@ impl WorkerMetrics {
             Box::new(self.batch_duration.clone()),
             Box::new(self.batch_messages.clone()),
             Box::new(self.write_duration.clone()),
+            Box::new(self.stage_duration.clone()),
             Box::new(self.transaction_retries.clone()),
             Box::new(self.lag_seconds.clone()),
             Box::new(self.freshness.clone()),
@@ -123,6 +132,14 @@ impl WorkerMetrics {
                     "One MongoDB transaction.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            stage_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "inlet_worker_stage_duration_seconds",
+                    "One delivery batch's time in a step besides the write: check, dedup, settle.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["stage"],
             )?,
             transaction_retries: IntCounter::new(
                 "inlet_worker_transaction_retries_total",

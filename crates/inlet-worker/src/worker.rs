@@ -166,6 +166,13 @@ impl Processor {
 
     async fn attempt(&self, batch: Vec<Incoming>, outcomes: &mut Vec<Outcome>) -> Attempt {
         // 1. Check each message on its own.
+        let stage = |name: &str, since: Instant| {
+            self.metrics
+                .stage_duration
+                .with_label_values(&[name])
+                .observe(since.elapsed().as_secs_f64());
+        };
+        let checking = Instant::now();
         let mut ready = Vec::with_capacity(batch.len());
         let mut iter = batch.into_iter();
         while let Some(incoming) = iter.next() {
@@ -180,6 +187,7 @@ impl Processor {
                 }
             }
         }
+        stage("check", checking);
         if ready.is_empty() {
             return Attempt::Done;
         }
@@ -187,7 +195,10 @@ impl Processor {
 
         // 2. Skip what was applied already (redeliveries, agent retries).
         let keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
-        let applied = match self.store.already_applied(&keys).await {
+        let looking = Instant::now();
+        let applied = self.store.already_applied(&keys).await;
+        stage("dedup", looking);
+        let applied = match applied {
             Ok(a) => a,
             Err(WriteError::Unavailable(why)) => {
                 return Attempt::Unavailable(ready.into_iter().map(|r| r.incoming).collect(), why);
@@ -241,6 +252,7 @@ impl Processor {
                 for r in &fresh {
                     self.committed(r);
                 }
+                let settling = Instant::now();
                 let (t, m, e) = aggregates.items;
                 self.metrics
                     .items
@@ -258,6 +270,7 @@ impl Processor {
                 for copy in shadows {
                     outcomes.push(self.settle_ack(copy, Outcome::Duplicate).await);
                 }
+                stage("settle", settling);
                 Attempt::Done
             }
             Err(WriteError::AlreadyApplied) => Attempt::Again(unsettled(fresh, shadows)),

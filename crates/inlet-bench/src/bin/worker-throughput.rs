@@ -55,6 +55,29 @@ fn batch(i: usize, n: usize, start: i64) -> serde_json::Value {
     })
 }
 
+/// Where the worker's time went, in microseconds of pipeline time per
+/// message, from its own metrics: the steps of a delivery batch, and the
+/// rest of the pipelines' time (waiting for and collecting deliveries,
+/// the linger).
+fn breakdown(m: &WorkerMetrics, messages: usize, pipelines: usize, secs: f64) -> serde_json::Value {
+    let per_message = |seconds: f64| seconds * 1e6 / messages as f64;
+    let stage = |name: &str| m.stage_duration.with_label_values(&[name]).get_sample_sum();
+    let batches = m.batch_duration.get_sample_sum();
+    let (check, dedup, settle) = (stage("check"), stage("dedup"), stage("settle"));
+    let write = m.write_duration.get_sample_sum();
+    serde_json::json!({
+        "check": per_message(check),
+        "dedup": per_message(dedup),
+        "write": per_message(write),
+        "settle": per_message(settle),
+        "batch_other": per_message(batches - check - dedup - write - settle),
+        "between_batches": per_message(secs * pipelines as f64 - batches),
+        "batches": m.batch_duration.get_sample_count(),
+        "messages_per_batch": messages as f64 / m.batch_duration.get_sample_count().max(1) as f64,
+        "transaction_retries": m.transaction_retries.get(),
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -131,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let worker_secs = started.elapsed().as_secs_f64();
+    let breakdown = breakdown(&metrics, args.messages, args.concurrency, worker_secs);
     cancel.cancel();
     for r in runners {
         let _ = r.await;
@@ -192,6 +216,10 @@ async fn main() -> anyhow::Result<()> {
             "worker_seconds": worker_secs, "worker_tx_per_s": total_tx / worker_secs,
             "bare_seconds": bare_secs, "bare_tx_per_s": total_tx / bare_secs,
             "ratio": (total_tx / worker_secs) / (total_tx / bare_secs),
+            "transactions_per_message": args.transactions_per_message,
+            "worker_messages_per_s": args.messages as f64 / worker_secs,
+            "bare_messages_per_s": args.messages as f64 / bare_secs,
+            "breakdown_us_per_message": breakdown,
         })
     );
     publisher.close().await;
