@@ -51,8 +51,8 @@ pub struct WorkerMetrics {
 /// Buckets of `inlet_worker_freshness_seconds`: from a quiet pipeline's
 /// milliseconds to a backlog drained after an outage.
 const FRESHNESS_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-    600.0, 1800.0, 3600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
 ];
 
 impl WorkerMetrics {

@@ -188,7 +188,11 @@ async fn freshness_is_observed_per_message_committed_from_its_receive_time() {
         pipeline.process_one(Duration::from_secs(10)).await,
         Outcome::Duplicate
     );
-    assert_eq!(freshness.get_sample_count(), 3, "a duplicate commits nothing");
+    assert_eq!(
+        freshness.get_sample_count(),
+        3,
+        "a duplicate commits nothing"
+    );
     cancel.cancel();
     h.cleanup().await;
 }
