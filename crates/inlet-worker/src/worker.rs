@@ -260,16 +260,20 @@ impl Processor {
                     .inc_by(t);
                 self.metrics.items.with_label_values(&["metric"]).inc_by(m);
                 self.metrics.items.with_label_values(&["error"]).inc_by(e);
-                for r in fresh {
-                    let items = r.batch.item_count() as u64;
-                    outcomes.push(
+                // The acks go out together: one wait for the connection,
+                // not one per message.
+                let acks = fresh
+                    .into_iter()
+                    .map(|r| {
+                        let items = r.batch.item_count() as u64;
                         self.settle_ack(r.incoming, Outcome::Processed { items })
-                            .await,
+                    })
+                    .chain(
+                        shadows
+                            .into_iter()
+                            .map(|copy| self.settle_ack(copy, Outcome::Duplicate)),
                     );
-                }
-                for copy in shadows {
-                    outcomes.push(self.settle_ack(copy, Outcome::Duplicate).await);
-                }
+                outcomes.extend(futures::future::join_all(acks).await);
                 stage("settle", settling);
                 Attempt::Done
             }
