@@ -70,6 +70,8 @@ pub struct Processor {
     settings: WorkerSettings,
     metrics: WorkerMetrics,
     mongo_up: Arc<watch::Sender<bool>>,
+    /// Held while writing: the pipelines of one worker take turns.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A message that passed every check, ready to be folded.
@@ -100,6 +102,7 @@ impl Processor {
             settings,
             metrics,
             mongo_up: Arc::new(mongo_up),
+            writing: Arc::default(),
         }
     }
 
@@ -233,7 +236,7 @@ impl Processor {
         }
         let keys: Vec<String> = fresh.iter().map(|r| r.key.clone()).collect();
         let started = Instant::now();
-        let written = self.store.write(&keys, &aggregates).await;
+        let written = self.write(&keys, &aggregates).await;
         self.metrics
             .write_duration
             .observe(started.elapsed().as_secs_f64());
@@ -289,7 +292,7 @@ impl Processor {
                 for r in fresh {
                     let mut one = Aggregates::default();
                     one.add(&r.account, &r.batch);
-                    match self.store.write(std::slice::from_ref(&r.key), &one).await {
+                    match self.write(std::slice::from_ref(&r.key), &one).await {
                         Ok(_) => {
                             self.committed(&r);
                             let items = r.batch.item_count() as u64;
@@ -439,6 +442,21 @@ impl Processor {
             account,
             batch,
         }))
+    }
+
+    /// Writes through the store, one pipeline at a time. The pipelines of
+    /// a worker fold the same hot buckets (one account, app, action and
+    /// minute take most samples), so their transactions would conflict and
+    /// retry each other; taking turns, each write commits at its first
+    /// attempt, while checking, the applied-marker lookup and acks still
+    /// overlap with the other pipelines' writes.
+    async fn write(
+        &self,
+        keys: &[String],
+        aggregates: &Aggregates,
+    ) -> Result<crate::store::WriteReport, WriteError> {
+        let _turn = self.writing.lock().await;
+        self.store.write(keys, aggregates).await
     }
 
     /// Records that `r`'s effect is committed.
