@@ -5,6 +5,7 @@ mod bad_input;
 mod brute_force;
 mod hostile_bodies;
 mod incident;
+mod many_workers;
 mod mongo_down;
 mod other_writers;
 mod rabbit_restart;
