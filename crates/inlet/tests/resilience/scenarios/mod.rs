@@ -32,6 +32,15 @@ use crate::stack::{Proc, READY_TIMEOUT, Stack};
 /// these scenarios are about).
 pub const AGENT_RATE: (u32, u32) = (10_000, 10_000);
 
+/// Deliveries a worker holds: received and not yet settled.
+pub fn in_hand(m: &crate::metrics::Scrape) -> f64 {
+    m.sum("inlet_queue_consumer_deliveries_total", &[])
+        - m.sum("inlet_queue_consumer_acks_total", &[])
+        - m.sum("inlet_queue_consumer_requeues_total", &[])
+        - m.sum("inlet_queue_consumer_retries_total", &[])
+        - m.sum("inlet_queue_consumer_dead_letters_total", &[])
+}
+
 /// Creates `n` accounts named `{prefix}-NNN`, one key each.
 pub async fn agent_specs(stack: &Stack, prefix: &str, n: usize) -> Vec<AgentSpec> {
     let accounts: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();

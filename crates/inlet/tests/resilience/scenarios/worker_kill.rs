@@ -8,21 +8,12 @@ use std::time::{Duration, Instant};
 use inlet_testkit::{LoadBalancer, free_port, wait_for};
 use rand::Rng as _;
 
-use super::{Reconcile, agent_specs, reconcile};
+use super::{Reconcile, agent_specs, in_hand, reconcile};
 use crate::agents::{Fleet, FleetOptions};
 use crate::metrics::Scrape;
 use crate::report::{Figure, secs};
 use crate::scale;
 use crate::stack::{READY_TIMEOUT, Services, Stack};
-
-/// Deliveries the worker holds: received and not yet settled.
-fn in_hand(m: &Scrape) -> f64 {
-    m.sum("inlet_queue_consumer_deliveries_total", &[])
-        - m.sum("inlet_queue_consumer_acks_total", &[])
-        - m.sum("inlet_queue_consumer_requeues_total", &[])
-        - m.sum("inlet_queue_consumer_retries_total", &[])
-        - m.sum("inlet_queue_consumer_dead_letters_total", &[])
-}
 
 fn processed(m: &Scrape) -> f64 {
     m.sum("inlet_worker_messages_total", &[("outcome", "processed")])
