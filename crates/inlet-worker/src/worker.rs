@@ -216,14 +216,25 @@ impl Processor {
         // is settled only once the original's write is durable.
         let mut shadows = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut duplicates = Vec::new();
         for r in ready {
             if applied.contains(&r.key) {
-                outcomes.push(self.settle_ack(r.incoming, Outcome::Duplicate).await);
+                duplicates.push(r.incoming);
             } else if !seen.insert(r.key.clone()) {
                 shadows.push(r.incoming);
             } else {
                 fresh.push(r);
             }
+        }
+        if !duplicates.is_empty() {
+            // A redelivered batch (after a worker was killed) is all
+            // duplicates: acked together, as written batches are.
+            let settling = Instant::now();
+            let acks = duplicates
+                .into_iter()
+                .map(|d| self.settle_ack(d, Outcome::Duplicate));
+            outcomes.extend(futures::future::join_all(acks).await);
+            stage("settle", settling);
         }
         if fresh.is_empty() {
             return Attempt::Done;
@@ -235,11 +246,7 @@ impl Processor {
             aggregates.add(&r.account, &r.batch);
         }
         let keys: Vec<String> = fresh.iter().map(|r| r.key.clone()).collect();
-        let started = Instant::now();
         let written = self.write(&keys, &aggregates).await;
-        self.metrics
-            .write_duration
-            .observe(started.elapsed().as_secs_f64());
         let unsettled = |fresh: Vec<Ready>, shadows: Vec<Incoming>| {
             fresh
                 .into_iter()
@@ -289,7 +296,8 @@ impl Processor {
                 // go round again and are recognised as duplicates then.
                 tracing::warn!(error = %why, messages = fresh.len(), "batch write failed; writing messages one by one");
                 let mut left = shadows;
-                for r in fresh {
+                let mut fresh = fresh.into_iter();
+                while let Some(r) = fresh.next() {
                     let mut one = Aggregates::default();
                     one.add(&r.account, &r.batch);
                     match self.write(std::slice::from_ref(&r.key), &one).await {
@@ -304,7 +312,14 @@ impl Processor {
                         Err(WriteError::AlreadyApplied) => {
                             outcomes.push(self.settle_ack(r.incoming, Outcome::Duplicate).await);
                         }
-                        Err(WriteError::Unavailable(_)) => left.push(r.incoming),
+                        // MongoDB went away: pause with the rest, as for a
+                        // batch (not a round of its own, which would count
+                        // towards the conflict rounds and the delay queue).
+                        Err(WriteError::Unavailable(why)) => {
+                            left.push(r.incoming);
+                            left.extend(fresh.map(|r| r.incoming));
+                            return Attempt::Unavailable(left, why);
+                        }
                         Err(WriteError::Failed(why)) => {
                             outcomes.push(self.retry(r.incoming, &why).await);
                         }
@@ -456,7 +471,13 @@ impl Processor {
         aggregates: &Aggregates,
     ) -> Result<crate::store::WriteReport, WriteError> {
         let _turn = self.writing.lock().await;
-        self.store.write(keys, aggregates).await
+        // Timed from the turn: the wait for it is not MongoDB's time.
+        let started = Instant::now();
+        let written = self.store.write(keys, aggregates).await;
+        self.metrics
+            .write_duration
+            .observe(started.elapsed().as_secs_f64());
+        written
     }
 
     /// Records that `r`'s effect is committed.
