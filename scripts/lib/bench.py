@@ -689,7 +689,7 @@ def worker_section(worker):
             "`inlet_worker_batch_duration_seconds`). `check`: decode and validate; `dedup`: the applied-marker "
             "lookup; `write`: the transaction (session, markers, bulk upserts, commit, conflict retries); "
             "`settle`: the acks; `rest of batch`: folding and waiting for the turn to write (the pipelines of a worker "
-            "take turns); `between batches`: waiting for and collecting deliveries (linger).", "",
+            "take turns, one transaction attempt at a time); `between batches`: waiting for and collecting deliveries (linger).", "",
             "| transactions per message | messages per batch | check | dedup | write | settle | rest of batch | between batches | total |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in worker:

@@ -26,8 +26,9 @@ pub struct WorkerMetrics {
     pub batch_duration: Histogram,
     /// `inlet_worker_batch_messages`: messages per delivery batch.
     pub batch_messages: Histogram,
-    /// `inlet_worker_mongo_write_duration_seconds`: one write (a
-    /// transaction with its conflict retries), from the pipeline's turn.
+    /// `inlet_worker_mongo_write_duration_seconds`: MongoDB's part of one
+    /// write (its attempts and conflict retries, not the waits for its
+    /// turn).
     pub write_duration: Histogram,
     /// `inlet_worker_stage_duration_seconds{stage}`: one delivery batch's
     /// time in each step but the write (which is

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct WorkerSettings {
     /// Parallel pipelines, each with its own consumer connection (prefetch
     /// per pipeline comes from `[queue] prefetch`). They check, look up
-    /// markers and ack in parallel and take turns writing (their
-    /// transactions would conflict on the same hot buckets). Default 2.
+    /// markers and ack in parallel and take turns writing, one
+    /// transaction attempt at a time (their transactions would conflict on
+    /// the same hot buckets). Default 2.
     pub concurrency: usize,
     /// Most messages folded into one MongoDB transaction. Default 64.
     pub batch_max_messages: usize,

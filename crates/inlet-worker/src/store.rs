@@ -148,6 +148,12 @@ pub struct AggregateStore {
     /// to them conflicts) until its transaction lifetime ends, 60 s by
     /// default; the next write ends them with `killSessions`.
     cut_off: Arc<Mutex<Vec<ClientSession>>>,
+    /// Held for one write attempt: writes through this store and its
+    /// clones (the pipelines of a worker) take turns, since they fold the
+    /// same hot buckets and concurrent transactions on them conflict.
+    /// Released between conflict retries, so a bucket another process
+    /// holds does not stall the other pipelines' writes.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What one write did.
@@ -157,6 +163,9 @@ pub struct WriteReport {
     pub buckets: usize,
     /// Transaction attempts beyond the first (conflicts).
     pub retries: u32,
+    /// Time spent waiting for the turn to write (other pipelines'
+    /// writes), not MongoDB's.
+    pub turn_wait: Duration,
 }
 
 impl AggregateStore {
@@ -168,6 +177,7 @@ impl AggregateStore {
             db,
             exactly_once,
             cut_off: Arc::default(),
+            turn: Arc::default(),
         }
     }
 
@@ -234,6 +244,9 @@ impl AggregateStore {
         if !self.exactly_once {
             // At least once: effect, then markers. Cumulative series are
             // resolved without a transaction: best effort (module docs).
+            let waiting = Instant::now();
+            let _turn = self.turn.lock().await;
+            let turn_wait = waiting.elapsed();
             let models = self
                 .plan(aggregates, None)
                 .await
@@ -243,6 +256,7 @@ impl AggregateStore {
             return Ok(WriteReport {
                 buckets: models.len(),
                 retries: 0,
+                turn_wait,
             });
         }
         let mut conflicts =
@@ -254,12 +268,20 @@ impl AggregateStore {
             .start_session()
             .await
             .map_err(|e| classify(&e))?;
+        let mut turn_wait = Duration::ZERO;
         loop {
-            match self.transaction(&mut session, keys, aggregates).await {
+            let attempt = {
+                let waiting = Instant::now();
+                let _turn = self.turn.lock().await;
+                turn_wait += waiting.elapsed();
+                self.transaction(&mut session, keys, aggregates).await
+            };
+            match attempt {
                 Ok(buckets) => {
                     return Ok(WriteReport {
                         buckets,
                         retries: conflicts.failures(),
+                        turn_wait,
                     });
                 }
                 // A server that is gone is not a conflict to retry here:
