@@ -34,7 +34,7 @@ pub struct WorkerMetrics {
     /// time in each step but the write (which is
     /// `inlet_worker_mongo_write_duration_seconds`): `check` (decode,
     /// validate, re-check provisional keys), `dedup` (the applied-marker
-    /// lookup), `settle` (acks after the write).
+    /// lookup), `settle` (the acks of written and duplicate messages).
     pub stage_duration: HistogramVec,
     /// `inlet_worker_transaction_retries_total`: write conflicts retried.
     pub transaction_retries: IntCounter,

@@ -166,12 +166,6 @@ impl Processor {
 
     async fn attempt(&self, batch: Vec<Incoming>, outcomes: &mut Vec<Outcome>) -> Attempt {
         // 1. Check each message on its own.
-        let stage = |name: &str, since: Instant| {
-            self.metrics
-                .stage_duration
-                .with_label_values(&[name])
-                .observe(since.elapsed().as_secs_f64());
-        };
         let checking = Instant::now();
         let mut ready = Vec::with_capacity(batch.len());
         let mut iter = batch.into_iter();
@@ -187,7 +181,7 @@ impl Processor {
                 }
             }
         }
-        stage("check", checking);
+        self.stage("check", checking);
         if ready.is_empty() {
             return Attempt::Done;
         }
@@ -197,7 +191,7 @@ impl Processor {
         let keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
         let looking = Instant::now();
         let applied = self.store.already_applied(&keys).await;
-        stage("dedup", looking);
+        self.stage("dedup", looking);
         let applied = match applied {
             Ok(a) => a,
             Err(WriteError::Unavailable(why)) => {
@@ -226,12 +220,8 @@ impl Processor {
         if !duplicates.is_empty() {
             // A redelivered batch (after a worker was killed) is all
             // duplicates: acked together, as written batches are.
-            let settling = Instant::now();
-            let acks = duplicates
-                .into_iter()
-                .map(|d| self.settle_ack(d, Outcome::Duplicate));
-            outcomes.extend(futures::future::join_all(acks).await);
-            stage("settle", settling);
+            let acks = duplicates.into_iter().map(|d| (d, Outcome::Duplicate));
+            outcomes.extend(self.ack_all(acks).await);
         }
         if fresh.is_empty() {
             return Attempt::Done;
@@ -259,7 +249,6 @@ impl Processor {
                 for r in &fresh {
                     self.committed(r);
                 }
-                let settling = Instant::now();
                 let (t, m, e) = aggregates.items;
                 self.metrics
                     .items
@@ -267,21 +256,14 @@ impl Processor {
                     .inc_by(t);
                 self.metrics.items.with_label_values(&["metric"]).inc_by(m);
                 self.metrics.items.with_label_values(&["error"]).inc_by(e);
-                // The acks go out together: one wait for the connection,
-                // not one per message.
                 let acks = fresh
                     .into_iter()
                     .map(|r| {
                         let items = r.batch.item_count() as u64;
-                        self.settle_ack(r.incoming, Outcome::Processed { items })
+                        (r.incoming, Outcome::Processed { items })
                     })
-                    .chain(
-                        shadows
-                            .into_iter()
-                            .map(|copy| self.settle_ack(copy, Outcome::Duplicate)),
-                    );
-                outcomes.extend(futures::future::join_all(acks).await);
-                stage("settle", settling);
+                    .chain(shadows.into_iter().map(|c| (c, Outcome::Duplicate)));
+                outcomes.extend(self.ack_all(acks).await);
                 Attempt::Done
             }
             Err(WriteError::AlreadyApplied) => Attempt::Again(unsettled(fresh, shadows)),
@@ -476,6 +458,24 @@ impl Processor {
     fn committed(&self, r: &Ready) {
         let age_ms = (now_ms() - r.received_at_ms).max(0);
         self.metrics.freshness.observe(age_ms as f64 / 1000.0);
+    }
+
+    /// Acks these messages together (one wait for the connection, not one
+    /// per message), timed as the `settle` stage; outcomes in their order.
+    async fn ack_all(&self, acks: impl Iterator<Item = (Incoming, Outcome)>) -> Vec<Outcome> {
+        let settling = Instant::now();
+        let outcomes =
+            futures::future::join_all(acks.map(|(incoming, o)| self.settle_ack(incoming, o))).await;
+        self.stage("settle", settling);
+        outcomes
+    }
+
+    /// Records the time a batch spent in `stage` since `since`.
+    fn stage(&self, stage: &str, since: Instant) {
+        self.metrics
+            .stage_duration
+            .with_label_values(&[stage])
+            .observe(since.elapsed().as_secs_f64());
     }
 
     async fn settle_ack(&self, incoming: Incoming, outcome: Outcome) -> Outcome {
