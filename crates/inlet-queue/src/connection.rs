@@ -17,7 +17,7 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::error::QueueError;
 use crate::metrics::Role;
-use crate::settings::{QueueSettings, parse_url};
+use crate::settings::{QueueSettings, parse_url, redacted};
 
 /// The connection state a publisher or consumer reports (for readiness
 /// probes, logs and tests).
@@ -66,14 +66,20 @@ impl ConnectionState {
     }
 }
 
-/// Opens a connection for `role`, bounded by `connect_timeout_ms`, with the
-/// settings' heartbeat and the name `{connection_name}-{role}`.
-pub(crate) async fn open(settings: &QueueSettings, role: Role) -> Result<Connection, QueueError> {
+/// Opens a connection for `role` to the broker at `url` (one of the
+/// settings' [`broker_urls`](QueueSettings::broker_urls)), bounded by
+/// `connect_timeout_ms`, with the settings' heartbeat and the name
+/// `{connection_name}-{role}`.
+pub(crate) async fn open(
+    settings: &QueueSettings,
+    url: &str,
+    role: Role,
+) -> Result<Connection, QueueError> {
     let connect_err = |reason: String| QueueError::Connect {
-        url: settings.redacted_url(),
+        url: redacted(url),
         reason,
     };
-    let mut uri = parse_url(&settings.url).map_err(connect_err)?;
+    let mut uri = parse_url(url).map_err(connect_err)?;
     uri.query.heartbeat = Some(settings.heartbeat_s);
     let props = ConnectionProperties::default().with_connection_name(LongString::from(
         settings.connection_name_for(role.as_str()),

@@ -49,6 +49,16 @@ pub struct QueueSettings {
     /// A `heartbeat` query parameter in it is overridden by `heartbeat_s`.
     /// Default: `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub url: String,
+    /// More nodes of the same RabbitMQ cluster, URLs like `url`. A
+    /// connection goes to `url` first; when a node refuses, times out or
+    /// drops the connection, the next one in the list (`url` again after
+    /// the last) is tried at once, and only a whole round of failures
+    /// waits the reconnect backoff. Quorum queues live on every node, so
+    /// any node serves publishers and consumers. List the nodes in a
+    /// different order per instance to spread connections. In the
+    /// environment: `INLET__QUEUE__FAILOVER_URLS`, comma-separated.
+    /// Default: none (one broker).
+    pub failover_urls: Vec<String>,
     /// Prefix of every exchange and queue name, so several deployments (or
     /// tests) can share one vhost. Characters `A-Z a-z 0-9 . _ -`, at most
     /// 200 bytes, not starting with `amq.`. Default: `inlet`.
@@ -113,6 +123,7 @@ impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            failover_urls: Vec::new(),
             prefix: "inlet".into(),
             queue_type: QueueType::Quorum,
             heartbeat_s: 10,
@@ -149,6 +160,11 @@ impl QueueSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if let Err(problem) = parse_url(&self.url) {
             return invalid("url", problem);
+        }
+        for (i, url) in self.failover_urls.iter().enumerate() {
+            if let Err(problem) = parse_url(url) {
+                return InvalidSetting::err(format!("queue.failover_urls[{i}]"), problem);
+            }
         }
         validate_prefix(&self.prefix)?;
         if self.heartbeat_s == 0 {
@@ -247,15 +263,26 @@ impl QueueSettings {
     /// The broker URL with the password hidden, for logs
     /// (`inlet_domain::redact`).
     pub fn redacted_url(&self) -> String {
-        match self.url.parse::<AMQPUri>() {
-            Ok(_) => inlet_domain::redact::redact_url(&self.url).into_owned(),
-            Err(_) => "<invalid url>".into(),
-        }
+        redacted(&self.url)
+    }
+
+    /// Every broker URL, in the order connections try them: `url`, then
+    /// `failover_urls`.
+    pub fn broker_urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.failover_urls.iter().map(String::as_str))
     }
 
     /// The connection name for `role` (`{connection_name}-{role}`).
     pub(crate) fn connection_name_for(&self, role: &str) -> String {
         format!("{}-{role}", self.connection_name)
+    }
+}
+
+/// `url` with the password hidden, for logs and errors.
+pub(crate) fn redacted(url: &str) -> String {
+    match url.parse::<AMQPUri>() {
+        Ok(_) => inlet_domain::redact::redact_url(url).into_owned(),
+        Err(_) => "<invalid url>".into(),
     }
 }
 
@@ -317,6 +344,10 @@ mod tests {
         let cases: Vec<(&str, Mutation)> = vec![
             ("url", Box::new(|s| s.url = "nope".into())),
             ("url", Box::new(|s| s.url = "http://x/".into())),
+            (
+                "failover_urls[1]",
+                Box::new(|s| s.failover_urls = vec![s.url.clone(), "redis://x/".into()]),
+            ),
             ("prefix", Box::new(|s| s.prefix.clear())),
             ("prefix", Box::new(|s| s.prefix = "amq.x".into())),
             ("prefix", Box::new(|s| s.prefix = "a b".into())),
@@ -377,6 +408,26 @@ mod tests {
         s.url = "amqp://user:s3cret@host:5672/%2f".into();
         assert!(!s.redacted_url().contains("s3cret"));
         assert_eq!(s.redacted_url(), "amqp://user:***@host:5672/%2f");
+    }
+
+    #[test]
+    fn connections_try_the_primary_then_each_failover_url() {
+        let s = QueueSettings {
+            url: "amqp://a:5672/%2f".into(),
+            failover_urls: vec!["amqp://b:5672/%2f".into(), "amqp://c:5672/%2f".into()],
+            ..QueueSettings::default()
+        };
+        s.validate().unwrap();
+        let urls: Vec<&str> = s.broker_urls().collect();
+        assert_eq!(
+            urls,
+            [
+                "amqp://a:5672/%2f",
+                "amqp://b:5672/%2f",
+                "amqp://c:5672/%2f"
+            ]
+        );
+        assert_eq!(QueueSettings::default().broker_urls().count(), 1);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! [`supervise`] keeps one role connected until its stop token is
 //! cancelled. It owns everything the roles have in common:
 //!
-//! - **establish**: [`open`] (bounded by `connect_timeout_ms`), listen to
+//! - **establish**: [`open`] to one of the settings' broker URLs (bounded
+//!   by `connect_timeout_ms`), listen to
 //!   the connection's events at once, then the role's
 //!   [`Supervised::setup`] (topology, channels, consumer) under one more
 //!   `connect_timeout_ms`. On failure the connection is closed quietly
@@ -43,7 +44,7 @@ use tracing::{info, warn};
 use crate::connection::{ConnectionState, close_quietly, open};
 use crate::error::QueueError;
 use crate::metrics::{QueueMetrics, Role};
-use crate::settings::QueueSettings;
+use crate::settings::{QueueSettings, redacted};
 
 /// How often the supervisor double-checks the connection status besides
 /// listening to events.
@@ -143,21 +144,24 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
     let settings = role.settings();
     let metrics = role.metrics();
     let mut backoff = reconnect_backoff(settings);
+    let mut nodes = Nodes::new(settings);
     let mut connected_before = false;
     loop {
+        let url = nodes.current();
         let attempt = tokio::select! {
             biased;
             () = role.stop().cancelled() => return None,
-            r = establish(role) => r,
+            r = establish(role, url) => r,
         };
         let reason = match attempt {
             Ok((conn, parts, events)) => {
                 backoff.reset();
+                nodes.connected();
                 if connected_before {
                     metrics.reconnected(role.role());
-                    info!(role = label, "reconnected to the broker");
+                    info!(role = label, url = %redacted(url), "reconnected to the broker");
                 } else {
-                    info!(role = label, url = %settings.redacted_url(), "connected to the broker");
+                    info!(role = label, url = %redacted(url), "connected to the broker");
                 }
                 connected_before = true;
                 let (ended, kept) = {
@@ -185,6 +189,9 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
             }
         };
         set_disconnected(role.state(), reason);
+        if nodes.failed() {
+            continue;
+        }
         let delay = backoff.next_delay();
         tokio::select! {
             biased;
@@ -194,10 +201,54 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
     }
 }
 
-/// Connects and runs the role's setup, each within `connect_timeout_ms`.
-async fn establish<R: Supervised>(role: &R) -> Result<(Connection, R::Parts, Events), QueueError> {
+/// Which broker URL the supervisor connects to next.
+struct Nodes<'s> {
+    urls: Vec<&'s str>,
+    at: usize,
+    /// Failures in a row since the last established connection.
+    failures: usize,
+}
+
+impl<'s> Nodes<'s> {
+    fn new(settings: &'s QueueSettings) -> Nodes<'s> {
+        Nodes {
+            urls: settings.broker_urls().collect(),
+            at: 0,
+            failures: 0,
+        }
+    }
+
+    fn current(&self) -> &'s str {
+        self.urls[self.at]
+    }
+
+    fn connected(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The current node failed (or was lost): moves to the next one.
+    /// Whether it is tried at once, because some node has not failed yet in
+    /// this row of failures; otherwise the caller backs off first.
+    fn failed(&mut self) -> bool {
+        self.at = (self.at + 1) % self.urls.len();
+        self.failures += 1;
+        if self.failures < self.urls.len() {
+            true
+        } else {
+            self.failures = 0;
+            false
+        }
+    }
+}
+
+/// Connects to `url` and runs the role's setup, each within
+/// `connect_timeout_ms`.
+async fn establish<R: Supervised>(
+    role: &R,
+    url: &str,
+) -> Result<(Connection, R::Parts, Events), QueueError> {
     let settings = role.settings();
-    let conn = open(settings, role.role()).await?;
+    let conn = open(settings, url, role.role()).await?;
     // Listen right away: events are only queued while a listener exists.
     let events: Events = Box::pin(conn.events_listener());
     let mut keep = Vec::new();
@@ -212,7 +263,7 @@ async fn establish<R: Supervised>(role: &R) -> Result<(Connection, R::Parts, Eve
         Err(_) => (
             "setup timed out",
             QueueError::Connect {
-                url: settings.redacted_url(),
+                url: redacted(url),
                 reason: R::NOT_READY.into(),
             },
         ),
@@ -330,6 +381,37 @@ mod tests {
         );
         b.reset();
         assert_eq!(b.next_delay_with(&mut rng), initial);
+    }
+
+    #[test]
+    fn a_failed_node_hands_over_to_the_next_at_once_until_all_failed() {
+        let one = QueueSettings::default();
+        let mut n = Nodes::new(&one);
+        assert!(!n.failed(), "one broker: every failure backs off");
+        assert!(!n.failed());
+        assert_eq!(n.current(), one.url);
+
+        let three = QueueSettings {
+            failover_urls: vec!["amqp://b/%2f".into(), "amqp://c/%2f".into()],
+            ..QueueSettings::default()
+        };
+        let mut n = Nodes::new(&three);
+        assert_eq!(n.current(), three.url);
+        // The first node is lost after a session: b and c at once, then a
+        // backoff before a again.
+        assert!(n.failed());
+        assert_eq!(n.current(), "amqp://b/%2f");
+        assert!(n.failed());
+        assert_eq!(n.current(), "amqp://c/%2f");
+        assert!(!n.failed());
+        assert_eq!(n.current(), three.url);
+        // A connection resets the row: b connects and is lost later, then
+        // c and a are tried at once.
+        assert!(n.failed());
+        n.connected();
+        assert!(n.failed());
+        assert!(n.failed());
+        assert_eq!(n.current(), three.url);
     }
 
     #[test]

@@ -248,6 +248,82 @@ async fn cut_connection_fails_fast_and_reconnects_after_restore() {
     assert_confirmed_are_stored(&t, &publisher.names().queue, &ledger).await;
 }
 
+/// A cluster's nodes, played by two proxies in front of the one broker:
+/// when the node the publisher is on goes away for good, it moves to the
+/// next URL of `failover_urls` at once (no backoff round first), and
+/// nothing it confirmed is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_fails_over_to_the_next_broker_url_within_5_s() {
+    let t = TestAmqp::new();
+    let direct = settings(&t);
+    let _cleanup = Cleanup::new(&direct);
+    let (node_a, node_b) = (
+        FaultProxy::start(broker_addr(&t)).await,
+        FaultProxy::start(broker_addr(&t)).await,
+    );
+    let on_b = via_proxy(direct.clone(), node_b.addr());
+    let s = QueueSettings {
+        confirm_timeout_ms: 3000,
+        // A long backoff, so that only an immediate failover meets 5 s.
+        reconnect_initial_ms: 8000,
+        reconnect_max_ms: 8000,
+        failover_urls: vec![on_b.url.clone()],
+        ..via_proxy(direct.clone(), node_a.addr())
+    };
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+    assert_eq!((node_a.accepted(), node_b.accepted()), (1, 0), "url first");
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = publish_loop(publisher.clone(), ledger.clone(), stop.clone());
+    wait_until(
+        Duration::from_secs(30),
+        "200 confirmed on the first node",
+        || async { ok_count(&ledger) >= 200 },
+    )
+    .await;
+
+    node_a.cut();
+    let lost_at = Instant::now();
+    let mut rx = publisher.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        rx.wait_for(|s| matches!(s, ConnectionState::Disconnected { .. })),
+    )
+    .await
+    .expect("the loss is noticed at once")
+    .unwrap();
+    assert!(
+        publisher.wait_connected(Duration::from_secs(5)).await,
+        "connected to the other node within 5 s"
+    );
+    assert!(lost_at.elapsed() < Duration::from_secs(5));
+    assert!(node_b.accepted() >= 1, "the failover URL was used");
+    let before = ok_count(&ledger);
+    wait_until(
+        Duration::from_secs(30),
+        "200 more confirmed on the second node",
+        || async { ok_count(&ledger) >= before + 200 },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    task.await.unwrap();
+    publisher.close().await;
+
+    let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
+    for e in &ledger.errors {
+        assert!(
+            matches!(
+                e,
+                PublishError::Unavailable { .. } | PublishError::Timeout(_)
+            ),
+            "{e:?}"
+        );
+    }
+    assert_confirmed_are_stored(&t, &publisher.names().queue, &ledger).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholed_broker_times_out_and_the_heartbeat_notices() {
     let t = TestAmqp::new();

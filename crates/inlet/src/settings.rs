@@ -143,7 +143,9 @@ impl Settings {
         let mut env_source = config::Environment::with_prefix("INLET")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true);
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("queue.failover_urls");
         if let Some(vars) = &sources.vars {
             env_source = env_source.source(Some(vars.clone().into_iter().collect()));
         }
@@ -321,6 +323,28 @@ mod tests {
             BatchLimits::default().max_tags,
             "built-in default"
         );
+    }
+
+    #[test]
+    fn broker_failover_urls_come_from_a_comma_separated_variable() {
+        let files = [("default.toml", ""), ("x.toml", "")];
+        let s = load_with(
+            &files,
+            "x",
+            &[(
+                "INLET__QUEUE__FAILOVER_URLS",
+                "amqp://u:p@b:5673/%2f,amqp://u:p@c:5674/%2f",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            s.queue.failover_urls,
+            ["amqp://u:p@b:5673/%2f", "amqp://u:p@c:5674/%2f"]
+        );
+        let err = load_with(&files, "x", &[("INLET__QUEUE__FAILOVER_URLS", "nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.failover_urls[0]"), "{err}");
     }
 
     #[test]
