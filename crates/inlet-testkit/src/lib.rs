@@ -19,7 +19,8 @@
 //! - [`procs`]: private service processes for tests that stop, kill or
 //!   restart a server ([`RedisServer`], [`SecantusServer`]).
 //! - [`rabbit`]: a private RabbitMQ node ([`RabbitNode`]) for tests that
-//!   stop, kill or restart the broker.
+//!   stop, kill or restart the broker, and a cluster of them
+//!   ([`RabbitCluster`]) for tests that lose a node.
 //! - [`balancer`]: [`LoadBalancer`], a health-checking TCP load balancer
 //!   (or a plain recording proxy) that records every HTTP response it
 //!   forwards: status, `code`, `Retry-After` on 5xx.
@@ -41,7 +42,7 @@ pub use balancer::{BalancerOptions, LoadBalancer, ResponseStats};
 pub use inlet_env::InletEnv;
 pub use procs::{RedisServer, SecantusServer, SecantusStorage};
 pub use proxy::FaultProxy;
-pub use rabbit::RabbitNode;
+pub use rabbit::{RabbitCluster, RabbitNode};
 pub use services::{TestAmqp, TestMongo, TestRedis};
 pub use wait::{wait_for, wait_until};
 

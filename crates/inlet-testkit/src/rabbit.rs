@@ -12,6 +12,11 @@
 //!
 //! A restart is a stop and a start on the same ports and directories:
 //! durable queues and persistent (confirmed) messages survive it.
+//!
+//! [`RabbitCluster`] joins several such nodes into one cluster
+//! (`rabbitmqctl join_cluster`), for tests that lose a node while quorum
+//! queues keep their majority. The nodes share the Erlang cookie of the
+//! user they run as.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -266,6 +271,27 @@ impl RabbitNode {
         }
     }
 
+    /// Joins this (freshly started, empty) node to the cluster of `seed`:
+    /// `stop_app`, `join_cluster`, `start_app`, `await_startup`.
+    fn join(&self, seed: &RabbitNode) {
+        for args in [
+            vec!["stop_app"],
+            vec!["join_cluster", seed.node()],
+            vec!["start_app"],
+            vec!["--timeout", "120", "await_startup"],
+        ] {
+            let out = self.ctl(&args).expect("rabbitmqctl on PATH");
+            assert!(
+                out.status.success(),
+                "rabbitmqctl -n {} {}: {}{}",
+                self.node,
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Starts the node again on the same ports and directories (after
     /// [`Self::stop`] or [`Self::kill`]).
     pub fn start_again(&mut self) {
@@ -292,5 +318,68 @@ impl Drop for RabbitNode {
             self.wait_port_closed();
             self.running = false;
         }
+    }
+}
+
+/// Several private nodes joined into one RabbitMQ cluster; every node is
+/// stopped on drop.
+#[derive(Debug)]
+pub struct RabbitCluster {
+    nodes: Vec<RabbitNode>,
+}
+
+impl RabbitCluster {
+    /// Starts `n` nodes (at least 1) and joins each to the first. Blocks
+    /// for several seconds per node (see [`RabbitNode::start`]).
+    pub fn start(n: usize) -> RabbitCluster {
+        assert!(n >= 1, "a cluster has at least one node");
+        let mut nodes = vec![RabbitNode::start()];
+        for _ in 1..n {
+            let node = RabbitNode::start();
+            node.join(&nodes[0]);
+            nodes.push(node);
+        }
+        RabbitCluster { nodes }
+    }
+
+    /// The nodes, in the order they joined.
+    pub fn nodes(&self) -> &[RabbitNode] {
+        &self.nodes
+    }
+
+    /// Node `i`, to stop, kill or start again.
+    pub fn node_mut(&mut self, i: usize) -> &mut RabbitNode {
+        &mut self.nodes[i]
+    }
+
+    /// The AMQP URLs of every node, starting with node `first` and going
+    /// round (the order a client given `url` + `failover_urls` tries).
+    pub fn urls_from(&self, first: usize) -> Vec<String> {
+        let n = self.nodes.len();
+        (0..n).map(|k| self.nodes[(first + k) % n].url()).collect()
+    }
+
+    /// The index of the node that leads the quorum queue `queue`, asked of
+    /// any running node (`rabbitmqctl list_queues name leader`); `None`
+    /// when no running node knows the queue or names a leader.
+    pub fn leader_of(&self, queue: &str) -> Option<usize> {
+        let asked = self.nodes.iter().find(|n| n.is_running())?;
+        let out = asked
+            .ctl(&[
+                "--timeout",
+                "30",
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "leader",
+            ])
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let leader = text.lines().find_map(|line| {
+            let mut cols = line.split('\t');
+            (cols.next()? == queue).then(|| cols.next().map(str::trim).map(str::to_owned))?
+        })?;
+        self.nodes.iter().position(|n| n.node() == leader)
     }
 }

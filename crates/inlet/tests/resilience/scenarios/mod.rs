@@ -8,6 +8,7 @@ mod incident;
 mod many_workers;
 mod mongo_down;
 mod other_writers;
+mod rabbit_cluster;
 mod rabbit_restart;
 mod reactivation;
 mod redis_flush;
