@@ -57,7 +57,10 @@ pub struct QueueSettings {
     /// any node serves publishers and consumers. List the nodes in a
     /// different order per instance to spread connections. In the
     /// environment: `INLET__QUEUE__FAILOVER_URLS`, comma-separated.
-    /// Default: none (one broker).
+    /// Default: none (one broker). Entries are trimmed and empty ones
+    /// dropped (an empty variable means none); a node listed twice is
+    /// refused.
+    #[serde(deserialize_with = "trimmed_urls")]
     pub failover_urls: Vec<String>,
     /// Prefix of every exchange and queue name, so several deployments (or
     /// tests) can share one vhost. Characters `A-Z a-z 0-9 . _ -`, at most
@@ -162,8 +165,12 @@ impl QueueSettings {
             return invalid("url", problem);
         }
         for (i, url) in self.failover_urls.iter().enumerate() {
+            let field = format!("queue.failover_urls[{i}]");
             if let Err(problem) = parse_url(url) {
-                return InvalidSetting::err(format!("queue.failover_urls[{i}]"), problem);
+                return InvalidSetting::err(field, problem);
+            }
+            if self.broker_urls().take(i + 1).any(|earlier| earlier == url) {
+                return InvalidSetting::err(field, "lists a broker URL a second time");
             }
         }
         validate_prefix(&self.prefix)?;
@@ -278,6 +285,17 @@ impl QueueSettings {
     }
 }
 
+/// `failover_urls` as given, each trimmed, empty entries dropped (the
+/// environment's comma-separated form leaves both).
+fn trimmed_urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let urls = Vec::<String>::deserialize(d)?;
+    Ok(urls
+        .into_iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect())
+}
+
 /// `url` with the password hidden, for logs and errors.
 pub(crate) fn redacted(url: &str) -> String {
     match url.parse::<AMQPUri>() {
@@ -346,7 +364,15 @@ mod tests {
             ("url", Box::new(|s| s.url = "http://x/".into())),
             (
                 "failover_urls[1]",
-                Box::new(|s| s.failover_urls = vec![s.url.clone(), "redis://x/".into()]),
+                Box::new(|s| s.failover_urls = vec!["amqp://b/%2f".into(), "redis://x/".into()]),
+            ),
+            (
+                "failover_urls[0]",
+                Box::new(|s| s.failover_urls = vec![s.url.clone()]),
+            ),
+            (
+                "failover_urls[1]",
+                Box::new(|s| s.failover_urls = vec!["amqp://b/%2f".into(), "amqp://b/%2f".into()]),
             ),
             ("prefix", Box::new(|s| s.prefix.clear())),
             ("prefix", Box::new(|s| s.prefix = "amq.x".into())),
@@ -428,6 +454,9 @@ mod tests {
             ]
         );
         assert_eq!(QueueSettings::default().broker_urls().count(), 1);
+        let given: QueueSettings =
+            serde_json::from_str(r#"{"failover_urls":[" amqp://b:5672/%2f", ""]}"#).unwrap();
+        assert_eq!(given.failover_urls, ["amqp://b:5672/%2f"]);
     }
 
     #[test]

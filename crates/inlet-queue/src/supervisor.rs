@@ -50,6 +50,12 @@ use crate::settings::{QueueSettings, redacted};
 /// listening to events.
 pub(crate) const WATCHDOG_PERIOD: Duration = Duration::from_millis(500);
 
+/// How long a session must have lasted for its loss to start a new row of
+/// failures (every other node tried at once again): a node that accepts
+/// connections and drops them at once counts as failed, so flapping nodes
+/// are never retried in a hot loop.
+pub(crate) const STABLE_SESSION: Duration = Duration::from_secs(2);
+
 /// How long closing an abandoned (lost, or half set up) connection may take.
 const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -156,7 +162,6 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
         let reason = match attempt {
             Ok((conn, parts, events)) => {
                 backoff.reset();
-                nodes.connected();
                 if connected_before {
                     metrics.reconnected(role.role());
                     info!(role = label, url = %redacted(url), "reconnected to the broker");
@@ -164,6 +169,7 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
                     info!(role = label, url = %redacted(url), "connected to the broker");
                 }
                 connected_before = true;
+                let since = Instant::now();
                 let (ended, kept) = {
                     let mut session = role.start(&conn, parts);
                     metrics.set_up(role.role(), true);
@@ -176,7 +182,10 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
                 match ended {
                     Ended::Stop => return Some(Stopped { conn, kept }),
                     Ended::Lost(reason) => {
-                        warn!(role = label, %reason, "broker connection lost; reconnecting");
+                        warn!(role = label, url = %redacted(url), %reason, "broker connection lost; reconnecting");
+                        if since.elapsed() >= STABLE_SESSION {
+                            nodes.connected();
+                        }
                         close_quietly(&conn, "connection abandoned", ABANDON_TIMEOUT).await;
                         drop(kept);
                         reason
@@ -222,6 +231,8 @@ impl<'s> Nodes<'s> {
         self.urls[self.at]
     }
 
+    /// A session on the current node lasted (see [`STABLE_SESSION`]):
+    /// its loss starts a new row of failures.
     fn connected(&mut self) {
         self.failures = 0;
     }
@@ -405,8 +416,8 @@ mod tests {
         assert_eq!(n.current(), "amqp://c/%2f");
         assert!(!n.failed());
         assert_eq!(n.current(), three.url);
-        // A connection resets the row: b connects and is lost later, then
-        // c and a are tried at once.
+        // A session that lasted resets the row: b connects and is lost
+        // later, then c and a are tried at once.
         assert!(n.failed());
         n.connected();
         assert!(n.failed());

@@ -286,18 +286,14 @@ async fn a_lost_node_fails_over_to_the_next_broker_url_within_5_s() {
 
     node_a.cut();
     let lost_at = Instant::now();
-    let mut rx = publisher.watch_state();
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        rx.wait_for(|s| matches!(s, ConnectionState::Disconnected { .. })),
+    // The reconnect counter, not the state: the state may go Disconnected
+    // and back to Connected before this task looks.
+    wait_until(
+        Duration::from_secs(5),
+        "reconnected to the other node within 5 s",
+        || async { reconnects(&m, "publisher") >= 1 && publisher.state().is_connected() },
     )
-    .await
-    .expect("the loss is noticed at once")
-    .unwrap();
-    assert!(
-        publisher.wait_connected(Duration::from_secs(5)).await,
-        "connected to the other node within 5 s"
-    );
+    .await;
     assert!(lost_at.elapsed() < Duration::from_secs(5));
     assert!(node_b.accepted() >= 1, "the failover URL was used");
     let before = ok_count(&ledger);

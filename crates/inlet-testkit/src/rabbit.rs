@@ -27,6 +27,16 @@ use crate::free_port;
 /// How long a node may take to open its port and finish booting.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The client-provided `connection_name` in a `client_properties` column of
+/// `rabbitmqctl list_connections` (Erlang term text), if any.
+pub fn client_connection_name(props: &str) -> Option<&str> {
+    const KEY: &str = "{\"connection_name\",";
+    let mut rest = &props[props.find(KEY)? + KEY.len()..];
+    rest = rest.strip_prefix("longstr,").unwrap_or(rest);
+    let rest = rest.strip_prefix('"')?;
+    Some(&rest[..rest.find('"')?])
+}
+
 /// A private `rabbitmq-server` node; stopped on drop.
 #[derive(Debug)]
 pub struct RabbitNode {
@@ -357,6 +367,30 @@ impl RabbitCluster {
     pub fn urls_from(&self, first: usize) -> Vec<String> {
         let n = self.nodes.len();
         (0..n).map(|k| self.nodes[(first + k) % n].url()).collect()
+    }
+
+    /// The client-provided names of every connection to the cluster's
+    /// running nodes, asked of one of them (`None` when none answers).
+    pub fn connection_names(&self) -> Option<Vec<String>> {
+        let asked = self.nodes.iter().find(|n| n.is_running())?;
+        let out = asked
+            .ctl(&[
+                "--timeout",
+                "30",
+                "list_connections",
+                "--quiet",
+                "--no-table-headers",
+                "client_properties",
+            ])
+            .ok()
+            .filter(|o| o.status.success())?;
+        Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(client_connection_name)
+                .map(str::to_owned)
+                .collect(),
+        )
     }
 
     /// The index of the node that leads the quorum queue `queue`, asked of

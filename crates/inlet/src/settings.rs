@@ -333,7 +333,7 @@ mod tests {
             "x",
             &[(
                 "INLET__QUEUE__FAILOVER_URLS",
-                "amqp://u:p@b:5673/%2f,amqp://u:p@c:5674/%2f",
+                "amqp://u:p@b:5673/%2f, amqp://u:p@c:5674/%2f",
             )],
         )
         .unwrap();
@@ -341,6 +341,8 @@ mod tests {
             s.queue.failover_urls,
             ["amqp://u:p@b:5673/%2f", "amqp://u:p@c:5674/%2f"]
         );
+        let none = load_with(&files, "x", &[("INLET__QUEUE__FAILOVER_URLS", "")]).unwrap();
+        assert!(none.queue.failover_urls.is_empty());
         let err = load_with(&files, "x", &[("INLET__QUEUE__FAILOVER_URLS", "nope")])
             .unwrap_err()
             .to_string();

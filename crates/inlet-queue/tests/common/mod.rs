@@ -280,17 +280,10 @@ pub async fn connection_pids(name: &str) -> Vec<String> {
     out.lines()
         .filter_map(|l| {
             let (pid, props) = l.split_once('\t')?;
-            (client_connection_name(props)? == name).then(|| pid.trim().to_owned())
+            (inlet_testkit::rabbit::client_connection_name(props)? == name)
+                .then(|| pid.trim().to_owned())
         })
         .collect()
-}
-
-fn client_connection_name(props: &str) -> Option<&str> {
-    const KEY: &str = "{\"connection_name\",";
-    let mut rest = &props[props.find(KEY)? + KEY.len()..];
-    rest = rest.strip_prefix("longstr,").unwrap_or(rest);
-    let rest = rest.strip_prefix('"')?;
-    Some(&rest[..rest.find('"')?])
 }
 
 /// Closes, from the broker, every connection named exactly `name`;
