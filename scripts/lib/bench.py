@@ -56,12 +56,17 @@ OTLP_SPANS = 8
 # BENCH_ONLY=otlp measures only the OTLP comparison (and its criterion
 # bench) and prints its report section; docs/benchmarks.md is not written.
 ONLY = os.environ.get("BENCH_ONLY", "")
-if ONLY not in ("", "otlp", "worker"):
-    raise SystemExit(f"BENCH_ONLY={ONLY}: only 'otlp', 'worker' (or unset) are known")
+if ONLY not in ("", "otlp", "worker", "sustained"):
+    raise SystemExit(f"BENCH_ONLY={ONLY}: only 'otlp', 'worker', 'sustained' (or unset) are known")
 # The worker is measured at these shapes (transactions per message: a
 # real agent's small, frequent batches up to large ones), each with
 # enough messages to run for seconds.
 WORKER_SHAPES = [(1, 10000), (5, 4000), (20, 2000), (50, 2000)]
+# The sustained pipeline run: `inlet load` at this rate (requests/s) for
+# this long, with one worker alongside on the same machine.
+SUSTAINED_RATE = float(os.environ.get("BENCH_SUSTAINED_RATE", "300"))
+SUSTAINED_S = int(os.environ.get("BENCH_SUSTAINED_S", "180"))
+SUSTAINED_SAMPLE_S = 10
 RUN_ID = f"bench{os.getpid()}"
 STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 RAW = []  # (title, text) of raw outputs for the appendix
@@ -428,6 +433,11 @@ def main():
         print("\n".join(otlp_summary_rows(otlp) + [""] + otlp_section(otlp, crit)))
         log("BENCH_ONLY=otlp: printed the OTLP section; docs/benchmarks.md was not written")
         return
+    if ONLY == "sustained":
+        r = sustained_pipeline()
+        print("\n".join(sustained_summary_rows(r) + [""] + sustained_section(r)))
+        log("BENCH_ONLY=sustained: printed the sustained section; docs/benchmarks.md was not written")
+        return
     if ONLY == "worker":
         worker = worker_shapes()
         print("\n".join(worker_summary_rows(worker) + [""] + worker_section(worker)))
@@ -460,6 +470,7 @@ def main():
     through_push = auth_designs_push(body_path)
 
     worker = worker_shapes()
+    sustained = sustained_pipeline()
 
     syncs = []
     for n in SYNC_SIZES:
@@ -480,7 +491,7 @@ def main():
     log("criterion micro-benchmarks")
     crit = run_criterion()
 
-    write_report(docs, a, by_depth, otlp, designs, through_push, worker, syncs, crit, len(body), PUSH_KEYS)
+    write_report(docs, a, by_depth, otlp, designs, through_push, worker, sustained, syncs, crit, len(body), PUSH_KEYS)
     log(f"wrote {docs}")
 
 
@@ -667,6 +678,186 @@ def worker_shapes():
     return runs
 
 
+def scrape(url):
+    """A Prometheus text page: {(name, frozenset(labels)): value}."""
+    out = {}
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+            if not m:
+                continue
+            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metric_sum(page, name, exclude=None):
+    """The sum of `name` over its series, leaving out those with a label
+    value in `exclude` ({label: {values}})."""
+    exclude = exclude or {}
+    return sum(v for (n, labels), v in page.items() if n == name
+               and not any(dict(labels).get(k) in vs for k, vs in exclude.items()))
+
+
+def histogram_buckets(page, name):
+    """[(le, cumulative count)] of a histogram summed over its series."""
+    by_le = {}
+    for (n, labels), v in page.items():
+        if n == f"{name}_bucket":
+            le = dict(labels)["le"]
+            le = float("inf") if le == "+Inf" else float(le)
+            by_le[le] = by_le.get(le, 0.0) + v
+    return sorted(by_le.items())
+
+
+def histogram_quantile(q, buckets):
+    """Prometheus's histogram_quantile: linear within the bucket that holds
+    the q-th observation; None without observations."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = le, count
+    return lower
+
+
+def bucket_delta(later, earlier):
+    """The observations between two scrapes of one histogram."""
+    before = dict(earlier)
+    return [(le, c - before.get(le, 0.0)) for le, c in later]
+
+
+def sustained_pipeline():
+    """`inlet load` at SUSTAINED_RATE for SUSTAINED_S with `inlet api` and
+    one `inlet worker` (release) on this machine: the backlog (published
+    and confirmed minus settled by the worker) and the freshness (the
+    worker's received → committed histogram) every SUSTAINED_SAMPLE_S, then
+    the drain after the load."""
+    log(f"sustained pipeline: {SUSTAINED_RATE:.0f} req/s for {SUSTAINED_S} s")
+    with fresh_mongo() as mongo:
+        stack = Stack("sustained", {"INLET__MONGO__URL": mongo}, keys=20)
+        wport = free_port()
+        worker = subprocess.Popen([str(INLET), "worker"], env=dict(stack.env, INLET__ADMIN__WORKER_LISTEN=f"127.0.0.1:{wport}"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        keys = Path(tempfile.gettempdir()) / f"{RUN_ID}-sustained-keys.txt"
+        keys.write_text("\n".join(stack.keys) + "\n")
+        try:
+            wait_http(f"http://127.0.0.1:{wport}/health/ready")
+            api_m, worker_m = stack.url("/metrics"), f"http://127.0.0.1:{wport}/metrics"
+
+            def sample(t0):
+                a, w = scrape(api_m), scrape(worker_m)
+                published = metric_sum(a, "inlet_queue_publish_total", {"outcome": {"nack", "returned", "timeout", "unavailable", "backpressure"}})
+                settled = metric_sum(w, "inlet_worker_messages_total", {"outcome": {"retried"}})
+                return {"t_s": round(time.time() - t0, 1), "published": published, "settled": settled,
+                        "backlog": published - settled, "freshness": histogram_buckets(w, "inlet_worker_freshness_seconds"),
+                        "worker_tx": metric_sum(w, "inlet_worker_items_total", {"kind": {"metric", "error"}})}
+
+            cmd = [str(INLET), "load", "--rate", str(SUSTAINED_RATE), "--duration", f"{SUSTAINED_S}s", "--keys", str(keys),
+                   "--agents", "20", "--endpoint", stack.url(""), "--json"]
+            COMMANDS.append(" ".join(cmd))
+            t0 = time.time()
+            load = subprocess.Popen(cmd, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            samples = [sample(t0)]
+            while load.poll() is None:
+                time.sleep(SUSTAINED_SAMPLE_S)
+                samples.append(sample(t0))
+            out, err = load.communicate()
+            if load.returncode != 0:
+                raise RuntimeError(f"inlet load exited {load.returncode}: {err.strip()[:1500]}")
+            report = json.loads(out)
+            load_end = time.time()
+            drained = None
+            while time.time() - load_end < 600:
+                last = sample(t0)
+                if last["published"] > 0 and last["backlog"] <= 0:
+                    drained = time.time() - load_end
+                    break
+                time.sleep(1)
+            end = sample(t0)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            stack.close()
+    windows = []
+    for prev, cur in zip(samples, samples[1:]):
+        d = bucket_delta(cur["freshness"], prev["freshness"])
+        windows.append({"t_s": cur["t_s"], "backlog": cur["backlog"],
+                        "settled_per_s": (cur["settled"] - prev["settled"]) / max(cur["t_s"] - prev["t_s"], 1e-9),
+                        "freshness_p50_s": histogram_quantile(0.5, d), "freshness_p99_s": histogram_quantile(0.99, d)})
+    during = bucket_delta(samples[-1]["freshness"], samples[0]["freshness"])
+    r = {"rate": SUSTAINED_RATE, "duration_s": SUSTAINED_S, "achieved_rps": report["achieved_rps"],
+         "accepted": report["statuses"].get("202", 0), "statuses": report["statuses"],
+         "push_latency_ms": report["latency_ms"], "items_sent": report["items_sent"],
+         "settled_messages": end["settled"], "published_messages": end["published"],
+         "worker_items": end["worker_tx"], "drain_s": drained,
+         "freshness_p50_s": histogram_quantile(0.5, during), "freshness_p99_s": histogram_quantile(0.99, during),
+         "freshness_p50_all_s": histogram_quantile(0.5, end["freshness"]),
+         "freshness_p99_all_s": histogram_quantile(0.99, end["freshness"]),
+         "max_backlog": max(s["backlog"] for s in samples), "windows": windows}
+    RAW.append(("sustained pipeline", json.dumps(r, indent=2)))
+    return r
+
+
+def sustained_growth(r):
+    """Messages/s the backlog grew by over the second half of the load (≤ 0:
+    it stopped growing)."""
+    w = r["windows"]
+    half = w[len(w) // 2:]
+    if len(half) < 2:
+        return None
+    return (half[-1]["backlog"] - half[0]["backlog"]) / max(half[-1]["t_s"] - half[0]["t_s"], 1e-9)
+
+
+def fmt_s(x):
+    return "n/a" if x is None else f"{x:.2f} s"
+
+
+def sustained_summary_rows(r):
+    """The queue "stops growing" when the worker settles what is left
+    within one sample period of the load's end: the backlog stayed within
+    what the worker clears in seconds, it did not accumulate."""
+    growth = sustained_growth(r)
+    held = r["drain_s"] is not None and r["drain_s"] <= SUSTAINED_SAMPLE_S
+    return [f"| sustained pipeline: the queue stops growing at {r['achieved_rps']:.0f} pushes/s for {r['duration_s']} s "
+            f"(drained within {SUSTAINED_SAMPLE_S} s of the load's end), freshness p99 reported | drained "
+            f"{fmt_s(r['drain_s'])} after the load; max backlog {r['max_backlog']:.0f}, growth over the second half "
+            f"{growth:+.1f} msgs/s; freshness p50 {fmt_s(r['freshness_p50_s'])}, p99 {fmt_s(r['freshness_p99_s'])} | "
+            f"{verdict(held)} |"]
+
+
+def sustained_section(r):
+    growth = sustained_growth(r)
+    out = ["## Sustained pipeline", "",
+           f"`inlet load --rate {r['rate']:.0f} --duration {r['duration_s']}s --agents 20` (20 keys, gzip batches of 3–8 "
+           "transactions plus metrics and now and then an error) through one `inlet api` with one `inlet worker` (2 pipelines) "
+           "alongside, release builds, the same machine, RabbitMQ and a fresh in-memory SecantusDB. Backlog: messages the "
+           "API published (confirmed) minus messages the worker settled (stored, duplicate or dead-lettered), from both "
+           "processes' `/metrics`. Freshness: `inlet_worker_freshness_seconds` (the 202's receive time → the commit that "
+           "made the aggregate visible), quantiles interpolated within its buckets as `histogram_quantile` does.", "",
+           f"Achieved {r['achieved_rps']:.0f} pushes/s ({r['accepted']} answered 202 of statuses {r['statuses']}), push "
+           f"latency p50 {r['push_latency_ms']['p50']:.1f} ms / p99 {r['push_latency_ms']['p99']:.1f} ms. The backlog grew by "
+           f"{growth:+.1f} messages/s over the second half of the run (max {r['max_backlog']:.0f}); freshness during the load "
+           f"p50 {fmt_s(r['freshness_p50_s'])}, p99 {fmt_s(r['freshness_p99_s'])}; the worker had settled everything "
+           f"{fmt_s(r['drain_s'])} after the load stopped ({r['settled_messages']:.0f} of {r['published_messages']:.0f} messages).", "",
+           "| t (s) | backlog (messages) | worker settled/s | freshness p50 | freshness p99 |", "|---|---|---|---|---|"]
+    for w in r["windows"]:
+        out.append(f"| {w['t_s']:.0f} | {w['backlog']:.0f} | {w['settled_per_s']:.0f} | {fmt_s(w['freshness_p50_s'])} | "
+                   f"{fmt_s(w['freshness_p99_s'])} |")
+    out.append("")
+    return out
+
+
 def worker_summary_rows(worker):
     return [f"| worker: ≥ 70% of bare bulk-upsert loops at {r['transactions_per_message']} transactions per message, "
             f"same concurrency ({r['concurrency']}) | {r['ratio']:.0%} ({r['worker_tx_per_s']:.0f} vs "
@@ -791,7 +982,7 @@ def otlp_section(otlp, crit):
     return lines
 
 
-def write_report(path, a, by_depth, otlp, designs, through_push, worker, syncs, crit, body_bytes, push_keys):
+def write_report(path, a, by_depth, otlp, designs, through_push, worker, sustained, syncs, crit, body_bytes, push_keys):
     medians = {d: (median_run(bs, "msgs_per_s"), median_run(cs, "rps")) for d, (bs, cs) in by_depth.items()}
     b, c = medians[CONNECTIONS]
     bs, cs = by_depth[CONNECTIONS]
@@ -851,6 +1042,8 @@ def write_report(path, a, by_depth, otlp, designs, through_push, worker, syncs, 
     w(f"| auth: Inlet ≥ 20× v1 in decisions/s, no failed lookup | {r1:.1f}×; {auth_failures} failed lookups or decisions | {verdict(r1 >= 20 and auth_failures == 0)} |")
     w(f"| auth: Inlet ≥ 5× v2 in decisions/s, no failed lookup | {r2:.1f}×; {auth_failures} failed lookups or decisions | {verdict(r2 >= 5 and auth_failures == 0)} |")
     for row in worker_summary_rows(worker):
+        w(row)
+    for row in sustained_summary_rows(sustained):
         w(row)
     for size, ratio in publisher_ratios(crit):
         w(f"| queue: `Publisher` ≥ 90% of bare lapin, {size} B persistent confirmed (criterion) | {ratio:.0%} | {verdict(ratio >= 0.9)} |")
@@ -916,6 +1109,8 @@ def write_report(path, a, by_depth, otlp, designs, through_push, worker, syncs, 
         w(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} |")
     w("")
     for line in worker_section(worker):
+        w(line)
+    for line in sustained_section(sustained):
         w(line)
     w("## Key sync")
     w("")
