@@ -36,7 +36,8 @@ pub struct WorkerMetrics {
     /// validate, re-check provisional keys), `dedup` (the applied-marker
     /// lookup), `settle` (the acks of written and duplicate messages).
     pub stage_duration: HistogramVec,
-    /// `inlet_worker_transaction_retries_total`: write conflicts retried.
+    /// `inlet_worker_transaction_retries_total`: write conflicts retried,
+    /// counted as they happen (also those of writes that never commit).
     pub transaction_retries: IntCounter,
     /// `inlet_worker_lag_seconds`: receive-to-processing delay of the
     /// latest message (consumer lag in time).

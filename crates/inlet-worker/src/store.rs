@@ -154,6 +154,9 @@ pub struct AggregateStore {
     /// Released between conflict retries, so a bucket another process
     /// holds does not stall the other pipelines' writes.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// Counts every conflict retried, as it happens: also those of writes
+    /// that run out of their retry budget and never commit.
+    conflicts: Option<prometheus::IntCounter>,
 }
 
 /// What one write did.
@@ -178,7 +181,15 @@ impl AggregateStore {
             exactly_once,
             cut_off: Arc::default(),
             turn: Arc::default(),
+            conflicts: None,
         }
+    }
+
+    /// The same store, counting each write conflict it retries in
+    /// `counter` (`inlet_worker_transaction_retries_total`).
+    pub fn counting_conflicts_in(mut self, counter: prometheus::IntCounter) -> Self {
+        self.conflicts = Some(counter);
+        self
     }
 
     /// The database.
@@ -300,6 +311,9 @@ impl AggregateStore {
                     if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
                         && started.elapsed() < CONFLICT_RETRY_BUDGET =>
                 {
+                    if let Some(c) = &self.conflicts {
+                        c.inc();
+                    }
                     // At least a millisecond, as before: never a hot retry.
                     let pause = conflicts.next_delay().max(Duration::from_millis(1));
                     tokio::time::sleep(pause).await;

@@ -94,7 +94,7 @@ impl Processor {
     ) -> Self {
         let (mongo_up, _) = watch::channel(true);
         Processor {
-            store,
+            store: store.counting_conflicts_in(metrics.transaction_retries.clone()),
             truth,
             limits,
             settings,
@@ -242,10 +242,7 @@ impl Processor {
                 .collect::<Vec<_>>()
         };
         match written {
-            Ok(report) => {
-                self.metrics
-                    .transaction_retries
-                    .inc_by(u64::from(report.retries));
+            Ok(_) => {
                 for r in &fresh {
                     self.committed(r);
                 }

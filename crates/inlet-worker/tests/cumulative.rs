@@ -443,3 +443,38 @@ async fn a_write_conflict_on_a_series_retries_and_rereads_its_state() {
     cancel.cancel();
     h.cleanup().await;
 }
+
+/// A write that never gets through (another transaction holds its applied
+/// marker for longer than the conflict retry budget) still counts every
+/// conflict it retried: the counter is what shows workers fighting over
+/// buckets, and the writes that lose are the ones that matter most.
+#[tokio::test]
+async fn conflicts_are_counted_also_for_a_write_that_never_commits() {
+    let h = Harness::new().await;
+    let t = test_minute_start();
+    let client = h.db.client().clone();
+    let mut other = client.start_session().await.unwrap();
+    other.start_transaction().await.unwrap();
+    h.db.collection::<Document>(inlet_worker::store::APPLIED)
+        .insert_one(doc! { "_id": "held", "at": mongodb::bson::DateTime::now() })
+        .session(&mut other)
+        .await
+        .unwrap();
+
+    let batch = inlet_domain::Batch::decode(
+        &serde_json::to_vec(&metrics("held", vec![counter(t - 60_000, t, 1.0)])).unwrap(),
+        &Default::default(),
+        inlet_domain::now_ms(),
+    )
+    .unwrap();
+    let mut agg = inlet_worker::aggregate::Aggregates::default();
+    agg.add(&h.account, &batch);
+    let counter = prometheus::IntCounter::new("conflicts", "test").unwrap();
+    let store = inlet_worker::AggregateStore::new(h.db.clone(), true)
+        .counting_conflicts_in(counter.clone());
+    let written = store.write(&["held".to_owned()], &agg).await;
+    assert!(written.is_err(), "{written:?}");
+    assert!(counter.get() >= 1, "retried conflicts: {}", counter.get());
+    other.abort_transaction().await.unwrap();
+    h.cleanup().await;
+}
