@@ -23,12 +23,20 @@ use crate::state::AppState;
 /// Where agents may put the key, in order of precedence.
 ///
 /// Header values are read as UTF-8, not only visible ASCII: a token an
-/// older system issued may hold any character a store can hold.
+/// older system issued may hold any character a store can hold. A value
+/// that is not UTF-8 is read as ISO-8859-1 (HTTP's historical header
+/// charset, one character per byte): it is a key that was sent, judged
+/// like any other, never "no API key was sent".
 pub fn extract_key(req: &HttpRequest) -> Option<String> {
     let text = |name| {
         req.headers()
             .get(name)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .map(|v| match std::str::from_utf8(v.as_bytes()) {
+                Ok(t) => std::borrow::Cow::Borrowed(t),
+                Err(_) => {
+                    std::borrow::Cow::Owned(v.as_bytes().iter().map(|b| char::from(*b)).collect())
+                }
+            })
     };
     if let Some(v) = text(header::AUTHORIZATION)
         && let Some((scheme, token)) = v.trim().split_once(' ')
@@ -269,6 +277,24 @@ mod tests {
         assert_eq!(extract_key(&req).as_deref(), Some("g-h"));
         let req = TestRequest::default().uri("/v1/push").to_http_request();
         assert_eq!(extract_key(&req), None);
+    }
+
+    #[test]
+    fn a_key_header_that_is_not_utf8_is_a_key_sent_not_a_missing_one() {
+        let latin1 = actix_web::http::header::HeaderValue::from_bytes(b"caf\xe9-key").unwrap();
+        let req = TestRequest::default()
+            .insert_header(("X-Inlet-Key", latin1.clone()))
+            .to_http_request();
+        assert_eq!(extract_key(&req).as_deref(), Some("caf\u{e9}-key"));
+        let mut bearer = b"Bearer caf".to_vec();
+        bearer.push(0xe9);
+        let req = TestRequest::default()
+            .insert_header((
+                "Authorization",
+                actix_web::http::header::HeaderValue::from_bytes(&bearer).unwrap(),
+            ))
+            .to_http_request();
+        assert_eq!(extract_key(&req).as_deref(), Some("caf\u{e9}"));
     }
 
     #[test]
