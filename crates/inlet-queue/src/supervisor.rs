@@ -159,7 +159,7 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
             () = role.stop().cancelled() => return None,
             r = establish(role, url) => r,
         };
-        let reason = match attempt {
+        match attempt {
             Ok((conn, parts, events)) => {
                 backoff.reset();
                 if connected_before {
@@ -186,18 +186,19 @@ pub(crate) async fn supervise<R: Supervised>(role: &R) -> Option<Stopped<R::Kept
                         if since.elapsed() >= STABLE_SESSION {
                             nodes.connected();
                         }
+                        // Not connected from here on: the state must not
+                        // call the abandoned connection live while it closes.
+                        set_disconnected(role.state(), reason);
                         close_quietly(&conn, "connection abandoned", ABANDON_TIMEOUT).await;
                         drop(kept);
-                        reason
                     }
                 }
             }
             Err(e) => {
                 warn!(role = label, error = %e, "cannot connect to the broker; retrying");
-                e.to_string()
+                set_disconnected(role.state(), e.to_string());
             }
-        };
-        set_disconnected(role.state(), reason);
+        }
         if nodes.failed() {
             continue;
         }

@@ -676,6 +676,12 @@ async fn full_in_flight_bound_answers_backpressure_at_once() {
         );
     }
     assert_eq!(m.publish_in_flight.get(), 0);
+    // The publishes can fail before the supervisor has seen the loss: the
+    // state may still say connected until it has. Wait for the new session.
+    wait_until(Duration::from_secs(5), "reconnected", || async {
+        reconnects(&m, "publisher") >= 1
+    })
+    .await;
     assert!(publisher.wait_connected(Duration::from_secs(5)).await);
     publisher.publish(&envelope(4)).await.unwrap();
     publisher.close().await;
