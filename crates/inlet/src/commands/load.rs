@@ -56,6 +56,24 @@ pub struct LoadArgs {
     /// The `environment` of every batch.
     #[arg(long, default_value = "load")]
     environment: String,
+    /// The rate limit of each key, requests per second: `--rate` is capped
+    /// so that no key is sent more (the default is the API's
+    /// `api.default_rate_per_s`). 0 sends `--rate` whatever the limits,
+    /// to test the limiter.
+    #[arg(long, default_value_t = 100.0)]
+    per_key_rate: f64,
+}
+
+/// The highest aggregate rate at which no key is sent more than
+/// `per_key_rate`, or `None` for no cap (`per_key_rate` 0). Agent `n` uses
+/// key `n % keys` and requests go round-robin over the agents, so the
+/// busiest key carries `ceil(agents / keys)` of every `agents` requests.
+fn rate_cap(agents: usize, keys: usize, per_key_rate: f64) -> Option<f64> {
+    if per_key_rate <= 0.0 || agents == 0 || keys == 0 {
+        return None;
+    }
+    let busiest = agents.div_ceil(keys);
+    Some(per_key_rate * agents as f64 / busiest as f64)
 }
 
 /// Reads keys: one per line, blank lines and `#` comments skipped.
@@ -77,8 +95,25 @@ fn read_keys(path: &Path) -> anyhow::Result<Vec<String>> {
 /// Runs the load and prints the report.
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let keys = read_keys(&args.keys)?;
+    let mut rate = args.rate;
+    if let Some(cap) = rate_cap(args.agents, keys.len(), args.per_key_rate)
+        && rate > cap
+    {
+        // Said on stderr, so that the report on stdout stays clean.
+        let _ = writeln!(
+            std::io::stderr(),
+            "inlet load: sending {cap:.1} req/s, not {rate}: {} key(s) over {} agents at {} req/s \
+             per key (--per-key-rate, the API's default limit) would otherwise get 429 \
+             rate_limited. Add keys to {} for more, or pass --per-key-rate 0 to test the limiter.",
+            keys.len(),
+            args.agents,
+            args.per_key_rate,
+            args.keys.display(),
+        );
+        rate = cap;
+    }
     tracing::info!(
-        rate = args.rate,
+        rate,
         duration_s = args.duration.as_secs_f64(),
         agents = args.agents,
         keys = keys.len(),
@@ -89,7 +124,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         endpoint: args.endpoint,
         keys,
         agents: args.agents,
-        rate: args.rate,
+        rate,
         duration: args.duration,
         gzip: !args.no_gzip,
         timeout: args.timeout,
@@ -157,6 +192,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_rate_is_capped_so_that_the_busiest_key_stays_within_its_limit() {
+        // One key carries every request.
+        assert_eq!(rate_cap(10, 1, 100.0), Some(100.0));
+        // 3 keys over 10 agents: key 0 serves agents 0, 3, 6, 9 (4 of 10).
+        assert_eq!(rate_cap(10, 3, 100.0), Some(250.0));
+        assert_eq!(rate_cap(10, 10, 100.0), Some(1000.0));
+        // More keys than agents: only `agents` keys are used.
+        assert_eq!(rate_cap(2, 5, 100.0), Some(200.0));
+        assert_eq!(rate_cap(10, 1, 0.0), None);
+    }
 
     #[test]
     fn keys_file_skips_blanks_and_comments() {
