@@ -33,11 +33,13 @@
 //! ```
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use mongodb::Database;
 use mongodb::bson::{self, Document, doc};
 use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
 
 /// The collection recording applied migrations.
 pub const MIGRATIONS: &str = "_migrations";
@@ -96,6 +98,14 @@ pub enum MigrateError {
     /// The database failed.
     #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// MongoDB did not answer as a writable primary in time.
+    #[error("MongoDB is not a writable primary after {}: {reason}", humantime::format_duration(*waited))]
+    NotWritable {
+        /// How long it was waited for.
+        waited: Duration,
+        /// The last answer, or why there was none.
+        reason: String,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -238,6 +248,40 @@ impl Migrator {
             db,
             migrations: sort_and_check(migrations)?,
         })
+    }
+
+    /// Waits until MongoDB answers `hello` as a writable primary: a server
+    /// still starting, or a replica set still electing (or not initiated
+    /// yet), is waited for until `wait` has passed. Each try is bounded by
+    /// the client's server selection timeout.
+    pub async fn wait_writable_primary(&self, wait: Duration) -> Result<(), MigrateError> {
+        let deadline = Instant::now() + wait;
+        let mut said = false;
+        loop {
+            let reason = match self.db.run_command(doc! { "hello": 1 }).await {
+                Ok(reply) if reply.get_bool("isWritablePrimary").unwrap_or(false) => return Ok(()),
+                Ok(_) => "it answers, but is not a writable primary (a replica set not \
+                          initiated yet, or electing)"
+                    .to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(MigrateError::NotWritable {
+                    waited: wait,
+                    reason,
+                });
+            }
+            if !said {
+                tracing::warn!(
+                    %reason,
+                    "waiting for MongoDB to be a writable primary (up to {})",
+                    humantime::format_duration(wait)
+                );
+                said = true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(Duration::from_millis(500).min(left)).await;
+        }
     }
 
     async fn applied(&self) -> Result<Vec<Applied>, MigrateError> {

@@ -57,6 +57,10 @@ enum Command {
         /// Only show which migrations are applied.
         #[arg(long)]
         status: bool,
+        /// How long to wait for MongoDB to answer as a writable primary
+        /// (it may still be starting, or electing one), with a unit.
+        #[arg(long, default_value = "60s", value_parser = crate::duration::parse_duration)]
+        wait: std::time::Duration,
     },
     /// Load all keys from MongoDB into Redis, then follow changes.
     Sync {
@@ -123,7 +127,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action,
             format.json,
         )),
-        Command::Migrate { status } => commands::block_on(commands::migrate::run(settings, status)),
+        Command::Migrate { status, wait } => {
+            commands::block_on(commands::migrate::run(settings, status, wait))
+        }
         Command::Sync { once } => commands::block_on(commands::sync::run(settings, once)),
         Command::Keys(cmd) => commands::block_on(commands::keys::keys(settings, cmd)),
         Command::Accounts(cmd) => commands::block_on(commands::keys::accounts(settings, cmd)),

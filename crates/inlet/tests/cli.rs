@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use inlet_testkit::{TestMongo, TestRedis};
 
@@ -292,4 +293,67 @@ fn config_prints_no_password_or_secret() {
     ] {
         assert!(text.contains(kept), "{kept} missing:\n{text}");
     }
+}
+
+/// `inlet migrate --wait <wait>` against the MongoDB at `url`.
+fn migrate_at(url: &str, wait: &str) -> tokio::process::Command {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_inlet"));
+    cmd.args(["migrate", "--wait", wait])
+        .env("INLET_CONFIG_DIR", config)
+        .env("INLET_ENV", "local")
+        .env("INLET__MONGO__URL", url)
+        .env("INLET__MONGO__DATABASE", "migrate_waits")
+        .env("INLET__LOG__FILTER", "warn")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// `inlet migrate` against a MongoDB that is not up yet (compose starts
+/// both at once): it waits, then applies everything.
+#[tokio::test]
+async fn migrate_waits_for_mongodb_to_come_up() {
+    let mut mongo = inlet_testkit::SecantusServer::start(inlet_testkit::SecantusStorage::Memory);
+    mongo.stop();
+    let child = migrate_at(&mongo.url(), "60s").spawn().unwrap();
+    // Longer than one server selection (2 s): a single try would give up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    mongo.restart();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("migrate finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("applied migration 0001"), "{stdout}");
+    assert!(stderr.contains("waiting for MongoDB"), "{stderr}");
+}
+
+/// Nothing comes up: `migrate` gives up at its deadline and says why.
+#[tokio::test]
+async fn migrate_gives_up_at_its_deadline_with_a_clear_message() {
+    let url = format!(
+        "mongodb://127.0.0.1:{}/?retryWrites=false",
+        inlet_testkit::free_port()
+    );
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(30), migrate_at(&url, "3s").output())
+        .await
+        .expect("migrate gave up")
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a writable primary after 3s"),
+        "{stderr}"
+    );
 }

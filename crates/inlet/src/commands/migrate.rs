@@ -2,15 +2,17 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use inlet_migrate::Migrator;
 
 use crate::settings::Settings;
 
 /// Applies pending migrations, or prints their state.
-pub async fn run(settings: Settings, status: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(settings: Settings, status: bool, wait: Duration) -> anyhow::Result<ExitCode> {
     let store = super::mongo(&settings).await?;
     let migrator = Migrator::new(store.database().clone(), inlet_migrate::shipped()?)?;
+    migrator.wait_writable_primary(wait).await?;
     let mut out = std::io::stdout().lock();
     if status {
         for s in migrator.status().await? {
