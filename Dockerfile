@@ -18,6 +18,9 @@ COPY --from=build /usr/local/bin/inlet /usr/local/bin/inlet
 COPY config /etc/inlet/config
 ENV INLET_CONFIG_DIR=/etc/inlet/config \
     INLET_ENV=production
+# Relative paths in the configuration (`auth.key_file = "config/keys.toml"`)
+# resolve against this directory: /etc/inlet/config/keys.toml.
+WORKDIR /etc/inlet
 USER 65532:65532
 ENTRYPOINT ["inlet"]
 CMD ["--help"]
