@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::{Events, Recorded, Reply, ScriptedServer, builder, tx, wait_stats};
+use inlet_api::ApiError;
 use inlet_client::{ClientEvent, ClientState, DropReason, KeyHeader, WhenAuthPaused};
+use inlet_domain::BatchError;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -42,7 +44,7 @@ async fn an_auth_blip_within_the_grace_window_loses_nothing() {
         vec![
             Reply::unauthorized().body_field("probe_after_s", 300.into()),
             Reply::unauthorized(),
-            Reply::problem(403, "account_suspended", false),
+            Reply::suspended(),
             Reply::unauthorized(),
         ],
         Reply::accepted(),
@@ -275,7 +277,7 @@ async fn retry_after_header_is_a_minimum() {
 #[tokio::test]
 async fn retry_after_s_in_the_body_is_a_minimum() {
     assert_min_gap(
-        Reply::problem(429, "rate_limited", true).body_field("retry_after_s", 2.into()),
+        Reply::api(ApiError::RateLimited { wait_s: 2 }),
         Duration::from_secs(2),
     )
     .await;
@@ -325,14 +327,31 @@ fn http_date(secs: u64) -> String {
 
 #[tokio::test]
 async fn rejected_batches_are_dropped_not_retried() {
-    for (status, code, reason) in [
-        (400, "invalid_batch", DropReason::Rejected400),
-        (413, "payload_too_large", DropReason::TooLarge413),
-        (415, "unsupported_encoding", DropReason::Unsupported415),
+    for (error, reason) in [
+        (
+            ApiError::Batch(BatchError::Syntax {
+                path: ".".into(),
+                message: "expected an object".into(),
+            }),
+            DropReason::Rejected400,
+        ),
+        (
+            ApiError::PayloadTooLarge {
+                limit: 1 << 20,
+                decompressed: false,
+            },
+            DropReason::TooLarge413,
+        ),
+        (
+            ApiError::UnsupportedMediaType {
+                got: "text/plain".into(),
+                expected: "application/json",
+            },
+            DropReason::Unsupported415,
+        ),
     ] {
-        let server =
-            ScriptedServer::sequence(vec![Reply::problem(status, code, false)], Reply::accepted())
-                .await;
+        let (status, code) = error.status_and_code();
+        let server = ScriptedServer::sequence(vec![Reply::api(error)], Reply::accepted()).await;
         let client = builder(&server).build().unwrap();
         client.send_batch((0..3).map(tx));
         client.flush();
@@ -360,13 +379,14 @@ async fn rejected_batches_are_dropped_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jitter_spreads_the_retries_of_many_clients() {
-    // The first attempt of every batch is refused without Retry-After.
+    // The first attempt of every batch is refused without Retry-After (as
+    // a proxy in front of the API might): only the client's jitter spreads.
     let server = ScriptedServer::custom(|req, earlier| {
         let id = req.batch_id();
         if earlier.iter().any(|r| r.batch_id() == id) {
             Reply::accepted()
         } else {
-            Reply::unavailable()
+            Reply::foreign(503, "proxy_unavailable", true)
         }
     })
     .await;
@@ -518,8 +538,8 @@ async fn timeouts_and_lost_connections_are_retried_with_the_same_batch_id() {
         vec![
             Reply::hang(Duration::from_secs(5)),
             Reply::close(),
-            Reply::problem(500, "internal", true),
-            Reply::problem(502, "bad_gateway", true),
+            Reply::foreign(500, "internal", true),
+            Reply::foreign(502, "bad_gateway", true),
         ],
         Reply::accepted(),
     )

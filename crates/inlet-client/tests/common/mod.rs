@@ -9,13 +9,26 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inlet_api::{ApiError, ApiSettings};
 use inlet_client::{Client, ClientBuilder, ClientEvent};
-use inlet_domain::{ContentEncoding, WireBatch, WireTransaction, now_ms};
+use inlet_domain::{ContentEncoding, Verdict, WireBatch, WireTransaction, now_ms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A legacy-format key: passes the client's format check.
 pub const KEY: &str = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
+
+/// The API settings behind [`Reply::api`]: the defaults, but a 1 s
+/// `Retry-After` without jitter and a 1 s `probe_after_s`, so that tests
+/// do not wait the production minutes.
+pub fn api_settings() -> ApiSettings {
+    ApiSettings {
+        retry_after_s: 1,
+        retry_after_jitter_s: 0,
+        probe_after_s: 1,
+        ..ApiSettings::default()
+    }
+}
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
@@ -47,22 +60,46 @@ impl Reply {
         )
     }
 
-    pub fn problem(status: u16, code: &str, retryable: bool) -> Reply {
+    /// An answer the push API never gives (a proxy's 5xx, a problem body
+    /// without `Retry-After`): for what the client must survive anyway.
+    pub fn foreign(status: u16, code: &str, retryable: bool) -> Reply {
         Reply::new(
             status,
             serde_json::json!({"code": code, "message": format!("scripted {code}"), "retryable": retryable, "request_id": "r"}),
         )
     }
 
+    /// The push API's own answer to `err`, built by `inlet-api` (status,
+    /// problem body, `Retry-After`), with [`api_settings`]: the real
+    /// contract, with waits short enough for tests.
+    pub fn api(err: ApiError) -> Reply {
+        let (status, problem) = err.problem(&api_settings(), "r");
+        let retry_after = problem.retry_after_s;
+        let reply = Reply::new(status.as_u16(), serde_json::to_value(&problem).unwrap());
+        match retry_after {
+            Some(s) => reply.header("Retry-After", &format!("{s}")),
+            None => reply,
+        }
+    }
+
+    /// 401 `unknown_key`, `probe_after_s` 1.
     pub fn unauthorized() -> Reply {
-        Reply::problem(401, "unknown_key", false)
+        Reply::api(ApiError::Auth(Verdict::UnknownKey))
     }
 
+    /// 403 `account_suspended`, `probe_after_s` 1.
+    pub fn suspended() -> Reply {
+        Reply::api(ApiError::Auth(Verdict::SuspendedAccount))
+    }
+
+    /// 503 `server_busy`, `Retry-After: 1`.
     pub fn unavailable() -> Reply {
-        Reply::problem(503, "queue_unavailable", true)
+        Reply::api(ApiError::ServerBusy)
     }
 
+    /// Sets a header, replacing one of the same name.
     pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.headers.push((name.into(), value.into()));
         self
     }
