@@ -31,6 +31,12 @@ pub struct Cli {
 enum Command {
     /// Load, validate and print the effective configuration (TOML; secrets and passwords redacted).
     Config,
+    /// Load the configuration and check Redis, MongoDB and RabbitMQ: one line each; exit 1 if any failed.
+    Check {
+        /// Bound on each check, with a unit.
+        #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Serve the push API.
     Api,
     /// Consume pushes and aggregate them into MongoDB.
@@ -106,11 +112,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         other => other,
     };
     let cli = Cli { command, ..cli };
-    let settings = load_settings(&cli)?;
+    let mut settings = load_settings(&cli)?;
+    if matches!(cli.command, Command::Check { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // Its lines say what failed; the clients' retry warnings would
+        // only repeat it.
+        settings.log.filter = "error".to_owned();
+    }
     // Logs go to stderr, so command output on stdout stays clean.
     let _ = inlet_obs::logging::init(&settings.log);
     match cli.command {
         Command::Config => commands::config::run(&settings),
+        Command::Check { timeout } => commands::block_on(commands::check::run(settings, timeout)),
         Command::Api => commands::block_on(commands::api::run(settings)),
         Command::Worker => commands::block_on(commands::worker::run(settings)),
         Command::Stats {

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use inlet_testkit::{TestMongo, TestRedis};
+use inlet_testkit::{TestAmqp, TestMongo, TestRedis};
 
 struct Cli {
     mongo: TestMongo,
@@ -356,4 +356,108 @@ async fn migrate_gives_up_at_its_deadline_with_a_clear_message() {
         stderr.contains("not a writable primary after 3s"),
         "{stderr}"
     );
+}
+
+/// `inlet check` with the given environment on top of the test services.
+fn check(cli: &Cli, amqp: &TestAmqp, env: &[(&str, &str)]) -> Output {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inlet"));
+    cmd.args(["check", "--timeout", "5s"])
+        .env("INLET_CONFIG_DIR", config)
+        .env("INLET_ENV", "local")
+        .env("INLET__MONGO__URL", &cli.mongo.url)
+        .env("INLET__MONGO__DATABASE", &cli.mongo.db_name)
+        .env("INLET__REDIS__URL", &cli.redis.url)
+        .env("INLET__REDIS__PREFIX", &cli.redis.prefix)
+        .env("INLET__QUEUE__URL", &amqp.url)
+        .env(
+            "INLET__QUEUE__PREFIX",
+            format!("check-{}", std::process::id()),
+        )
+        .env("INLET__LOG__FILTER", "error")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run inlet check")
+}
+
+fn line<'o>(stdout: &'o str, name: &str) -> &'o str {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} line in:\n{stdout}"))
+}
+
+#[tokio::test]
+async fn check_says_one_line_per_dependency() {
+    let cli = Cli::new().await;
+    let amqp = TestAmqp::new();
+    // Before `migrate`: MongoDB answers, but the services would miss their
+    // collections and indexes.
+    let out = check(&cli, &amqp, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
+    assert!(line(&stdout, "mongodb").contains("FAILED"), "{stdout}");
+    assert!(
+        line(&stdout, "mongodb").contains("run `inlet migrate`"),
+        "{stdout}"
+    );
+
+    cli.ok(&["migrate"]);
+    let out = check(&cli, &amqp, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(line(&stdout, "config").contains(" ok "), "{stdout}");
+    assert!(line(&stdout, "redis").contains(" ok "), "{stdout}");
+    assert!(
+        line(&stdout, "redis").contains("not populated yet"),
+        "{stdout}"
+    );
+    assert!(
+        line(&stdout, "mongodb").contains("writable primary"),
+        "{stdout}"
+    );
+    assert!(
+        line(&stdout, "rabbitmq").contains("topology declared"),
+        "{stdout}"
+    );
+
+    // Nothing listens where Redis and RabbitMQ are said to be (the AMQP
+    // URL carries a password, which is never printed).
+    let dead = inlet_testkit::free_port();
+    let redis = format!("redis://127.0.0.1:{dead}");
+    let dead_amqp = format!("amqp://guest:s3cret@127.0.0.1:{dead}/%2f");
+    let started = Instant::now();
+    let out = check(
+        &cli,
+        &amqp,
+        &[
+            ("INLET__REDIS__URL", &redis),
+            ("INLET__QUEUE__URL", &dead_amqp),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(line(&stdout, "redis").contains("FAILED"), "{stdout}");
+    assert!(line(&stdout, "rabbitmq").contains("FAILED"), "{stdout}");
+    assert!(line(&stdout, "mongodb").contains(" ok "), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    let names = inlet_queue::Names::new(
+        &amqp.prefix,
+        &inlet_queue::QueueSettings::default().retry_delays_ms,
+    );
+    amqp.delete_named(&names.all_queues(), &names.all_exchanges())
+        .await;
+    cli.mongo.cleanup().await;
+    cli.redis.cleanup().await;
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each wires the library crates for its role.
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod keys;
 pub mod load;
