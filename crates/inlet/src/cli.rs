@@ -31,6 +31,11 @@ pub struct Cli {
 enum Command {
     /// Load, validate and print the effective configuration (TOML; secrets and passwords redacted).
     Config,
+    /// Print a shell completion script: `inlet completions bash > /etc/bash_completion.d/inlet`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Load the configuration and check Redis, MongoDB and RabbitMQ: one line each; exit 1 if any failed.
     Check {
         /// Bound on each check, with a unit.
@@ -109,6 +114,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _ = inlet_obs::logging::init(&inlet_obs::LogSettings::default());
             return commands::block_on(commands::load::run(args));
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "inlet", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
         other => other,
     };
     let cli = Cli { command, ..cli };
@@ -146,7 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => commands::block_on(commands::keys::keys(settings, cmd)),
         Command::Accounts(cmd) => commands::block_on(commands::keys::accounts(settings, cmd)),
         // Dispatched above, without settings.
-        Command::Push(_) | Command::Load(_) => Ok(ExitCode::FAILURE),
+        Command::Push(_) | Command::Load(_) | Command::Completions { .. } => Ok(ExitCode::FAILURE),
     }
 }
 

@@ -461,3 +461,32 @@ async fn check_says_one_line_per_dependency() {
     cli.mongo.cleanup().await;
     cli.redis.cleanup().await;
 }
+
+#[test]
+fn completions_cover_every_subcommand_in_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_inlet()"),
+        ("zsh", "#compdef inlet"),
+        ("fish", "complete -c inlet"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .args(["completions", shell])
+            .env_remove("INLET_CONFIG_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: {script}");
+        for sub in [
+            "check", "migrate", "keys", "accounts", "load", "push", "sync",
+        ] {
+            assert!(script.contains(sub), "{shell} completes no {sub}");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
+}
