@@ -221,10 +221,32 @@ impl KeyAdmin {
             .set_account_state(id.as_str(), state)
             .await?
             .ok_or_else(|| KeyAdminError::NotFound(format!("account {id}")))?;
-        for key in self.mongo.list_keys(Some(id.as_str())).await? {
-            self.propagate(&key, &updated).await;
-        }
+        self.propagate_account(&updated).await?;
         Ok(AccountInfo::from(&updated))
+    }
+
+    /// Gives an account its own rate limit, or with `None` the server
+    /// default again; every key of the account is re-propagated.
+    pub async fn set_account_rate_limit(
+        &self,
+        id: &AccountId,
+        limit: Option<RateLimit>,
+    ) -> Result<AccountInfo, KeyAdminError> {
+        let updated = self
+            .mongo
+            .set_account_rate_limit(id.as_str(), limit)
+            .await?
+            .ok_or_else(|| KeyAdminError::NotFound(format!("account {id}")))?;
+        self.propagate_account(&updated).await?;
+        Ok(AccountInfo::from(&updated))
+    }
+
+    /// Writes every key of `account` again, with the account's new state.
+    async fn propagate_account(&self, account: &AccountDoc) -> Result<(), KeyAdminError> {
+        for key in self.mongo.list_keys(Some(&account.id)).await? {
+            self.propagate(&key, account).await;
+        }
+        Ok(())
     }
 
     /// Issues a key for an account. Returns the key — the only time it is

@@ -490,3 +490,52 @@ fn completions_cover_every_subcommand_in_each_shell() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
 }
+
+#[tokio::test]
+async fn an_account_gets_its_own_rate_limit_and_the_default_back() {
+    let cli = Cli::new().await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["accounts", "create", "acme"]);
+    let out = cli.ok(&[
+        "accounts",
+        "set-limit",
+        "acme",
+        "--rate-limit",
+        "5",
+        "--burst",
+        "10",
+    ]);
+    assert_eq!(out.trim(), "account acme: 5/s burst 10 for each key");
+    let listed = cli.ok(&["accounts", "list", "--json"]);
+    let acme: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        acme["rate_limit"],
+        serde_json::json!({"per_second": 5, "burst": 10})
+    );
+    let out = cli.ok(&["accounts", "set-limit", "acme", "--default"]);
+    assert_eq!(out.trim(), "account acme: the server's default rate limit");
+    assert!(cli.ok(&["accounts", "list"]).contains("default"));
+
+    assert!(
+        cli.fails(&["accounts", "set-limit", "nosuch", "--default"])
+            .contains("nosuch")
+    );
+    assert!(
+        cli.fails(&["accounts", "set-limit", "acme"])
+            .contains("--rate-limit")
+    );
+    assert!(
+        cli.fails(&[
+            "accounts",
+            "set-limit",
+            "acme",
+            "--rate-limit",
+            "0",
+            "--burst",
+            "1"
+        ])
+        .contains("--rate-limit")
+    );
+    cli.mongo.cleanup().await;
+    cli.redis.cleanup().await;
+}

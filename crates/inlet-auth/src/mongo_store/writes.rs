@@ -3,8 +3,8 @@
 //! that bump `revision` and `updated_at` (what the key sync follows).
 
 use futures::TryStreamExt as _;
-use inlet_domain::{AccountState, KeyState};
-use mongodb::bson::{self, doc};
+use inlet_domain::{AccountState, KeyState, RateLimit};
+use mongodb::bson::{self, Document, doc};
 use mongodb::options::ReturnDocument;
 
 use super::{AccountDoc, KeyDoc, MongoStore, mongo_error};
@@ -68,6 +68,25 @@ impl MongoStore {
         set_state(&self.accounts(), id, &state).await
     }
 
+    /// Sets an account's own rate limit, or with `None` removes it (the
+    /// server default applies), bumping its revision and `updated_at`;
+    /// returns the updated document, `None` when it does not exist.
+    pub async fn set_account_rate_limit(
+        &self,
+        id: &str,
+        limit: Option<RateLimit>,
+    ) -> Result<Option<AccountDoc>, StoreError> {
+        let change = match limit {
+            Some(limit) => {
+                let limit = bson::to_bson(&limit)
+                    .map_err(|e| StoreError::Unavailable(format!("encoding a rate limit: {e}")))?;
+                Change::Set(doc! { "rate_limit": limit })
+            }
+            None => Change::Unset("rate_limit"),
+        };
+        update(&self.accounts(), id, change).await
+    }
+
     /// Sets a key's state (bumping its revision and `updated_at`); returns
     /// the updated document, `None` when it does not exist.
     pub async fn set_key_state(
@@ -120,14 +139,39 @@ where
 {
     let state = bson::to_bson(state)
         .map_err(|e| StoreError::Unavailable(format!("encoding a state: {e}")))?;
+    update(collection, id, Change::Set(doc! { "state": state })).await
+}
+
+/// What [`update`] changes besides the revision and `updated_at`.
+enum Change {
+    /// These fields get these values.
+    Set(Document),
+    /// This field goes.
+    Unset(&'static str),
+}
+
+/// Applies `change` to the document `id`, bumping its revision and
+/// `updated_at` (so the sync and every cache see a newer record); returns
+/// the updated document, `None` if absent.
+async fn update<T>(
+    collection: &mongodb::Collection<T>,
+    id: &str,
+    change: Change,
+) -> Result<Option<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    let mut update = doc! { "$inc": { "revision": 1 } };
+    let mut set = doc! { "updated_at": bson::DateTime::now() };
+    match change {
+        Change::Set(fields) => set.extend(fields),
+        Change::Unset(field) => {
+            update.insert("$unset", doc! { field: "" });
+        }
+    }
+    update.insert("$set", set);
     collection
-        .find_one_and_update(
-            doc! { "_id": id },
-            doc! {
-                "$set": { "state": state, "updated_at": bson::DateTime::now() },
-                "$inc": { "revision": 1 },
-            },
-        )
+        .find_one_and_update(doc! { "_id": id }, update)
         .return_document(ReturnDocument::After)
         .await
         .map_err(|e| mongo_error(&e))

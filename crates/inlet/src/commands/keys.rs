@@ -67,6 +67,25 @@ pub enum AccountsCommand {
         #[arg(long, requires = "rate_limit")]
         burst: Option<u32>,
     },
+    /// Give an account its own rate limit for all its keys, or `--default` the server's again.
+    SetLimit {
+        /// The account id.
+        id: String,
+        /// Sustained requests per second for its keys.
+        #[arg(
+            long,
+            requires = "burst",
+            required_unless_present = "default",
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        rate_limit: Option<u32>,
+        /// Burst size for the rate limit.
+        #[arg(long, requires = "rate_limit", value_parser = clap::value_parser!(u32).range(1..))]
+        burst: Option<u32>,
+        /// Remove its own limit: the server default applies.
+        #[arg(long, conflicts_with_all = ["rate_limit", "burst"])]
+        default: bool,
+    },
     /// Suspend an account: its keys get 403.
     Suspend {
         /// The account id.
@@ -250,6 +269,27 @@ async fn accounts_inner(admin: &KeyAdmin, cmd: AccountsCommand) -> anyhow::Resul
             };
             admin.create_account(&id, limit).await?;
             writeln!(out, "created account {id}")?;
+        }
+        AccountsCommand::SetLimit {
+            id,
+            rate_limit,
+            burst,
+            default: _,
+        } => {
+            let id = AccountId::parse(&id)?;
+            let limit = match (rate_limit, burst) {
+                (Some(per_second), Some(burst)) => Some(RateLimit { per_second, burst }),
+                _ => None,
+            };
+            let account = admin.set_account_rate_limit(&id, limit).await?;
+            match account.rate_limit {
+                Some(r) => writeln!(
+                    out,
+                    "account {id}: {}/s burst {} for each key",
+                    r.per_second, r.burst
+                )?,
+                None => writeln!(out, "account {id}: the server's default rate limit")?,
+            }
         }
         AccountsCommand::Suspend { id } => {
             let id = AccountId::parse(&id)?;
