@@ -38,6 +38,17 @@ static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// The wall clock in microseconds: where the generation counter restarts
+/// when Redis lost it. Loads begin one Redis round trip apart at the very
+/// least, far more than a microsecond, so a counter restarted from it is
+/// past every number handed out before (milliseconds were not: three loads
+/// and a flush fit in one).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// Records per write script: bounds how long one script holds Redis.
 pub const SCRIPT_CHUNK: usize = 500;
 
@@ -85,7 +96,7 @@ impl RedisStore {
         let generation: u64 = BEGIN_LOAD
             .key(self.sequence_key())
             .key(self.loading_key())
-            .arg(inlet_domain::now_ms())
+            .arg(now_us())
             .arg(&token)
             .invoke_async(&mut conn)
             .await
