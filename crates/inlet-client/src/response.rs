@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn probe_after_and_accepted_id() {
         let now = SystemTime::UNIX_EPOCH;
-        let body = br#"{"code":"unknown_key","message":"the API key is not known","retryable":false,"probe_after_s":300,"request_id":"x"}"#;
+        let body = br#"{"code":"unknown_key","message":"the API key is not known","retryable":true,"probe_after_s":300,"request_id":"x"}"#;
         let s = ResponseSummary::from_parts(401, None, None, body, now);
         assert_eq!(s.probe_after, Some(Duration::from_secs(300)));
         assert_eq!(s.retry_after, None);

@@ -97,11 +97,17 @@ impl Reply {
         Reply::api(ApiError::ServerBusy)
     }
 
-    /// Sets a header, replacing one of the same name.
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
+    /// Without the header `name`.
+    pub fn without_header(mut self, name: &str) -> Reply {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Sets a header, replacing one of the same name.
+    pub fn header(self, name: &str, value: &str) -> Reply {
+        let mut reply = self.without_header(name);
+        reply.headers.push((name.into(), value.into()));
+        reply
     }
 
     pub fn body_field(mut self, name: &str, value: serde_json::Value) -> Reply {
