@@ -19,10 +19,11 @@ impl Cli {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    /// `inlet <args>` against this test's MongoDB database and Redis prefix.
+    fn command(&self, args: &[&str]) -> Command {
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
-        Command::new(env!("CARGO_BIN_EXE_inlet"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inlet"));
+        cmd.args(args)
             .env("INLET_CONFIG_DIR", config)
             .env("INLET_ENV", "local")
             .env("INLET__MONGO__URL", &self.mongo.url)
@@ -30,9 +31,12 @@ impl Cli {
             .env("INLET__REDIS__URL", &self.redis.url)
             .env("INLET__REDIS__PREFIX", &self.redis.prefix)
             .env("INLET__LOG__FILTER", "warn")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run inlet")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run inlet")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -360,22 +364,10 @@ async fn migrate_gives_up_at_its_deadline_with_a_clear_message() {
 
 /// `inlet check` with the given environment on top of the test services.
 fn check(cli: &Cli, amqp: &TestAmqp, env: &[(&str, &str)]) -> Output {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inlet"));
-    cmd.args(["check", "--timeout", "5s"])
-        .env("INLET_CONFIG_DIR", config)
-        .env("INLET_ENV", "local")
-        .env("INLET__MONGO__URL", &cli.mongo.url)
-        .env("INLET__MONGO__DATABASE", &cli.mongo.db_name)
-        .env("INLET__REDIS__URL", &cli.redis.url)
-        .env("INLET__REDIS__PREFIX", &cli.redis.prefix)
-        .env("INLET__QUEUE__URL", &amqp.url)
-        .env(
-            "INLET__QUEUE__PREFIX",
-            format!("check-{}", std::process::id()),
-        )
-        .env("INLET__LOG__FILTER", "error")
-        .env_remove("RUST_LOG");
+    let mut cmd = cli.command(&["check", "--timeout", "5s"]);
+    cmd.env("INLET__QUEUE__URL", &amqp.url)
+        .env("INLET__QUEUE__PREFIX", &amqp.prefix)
+        .env("INLET__LOG__FILTER", "error");
     for (k, v) in env {
         cmd.env(k, v);
     }
