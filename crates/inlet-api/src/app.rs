@@ -17,6 +17,7 @@ use inlet_obs::{AdminServer, Health, ReadinessDetail, health_response, metrics_r
 use inlet_otlp::Signal;
 use inlet_queue::Publisher;
 use prometheus::Registry;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::budget::Budget;
 use crate::error::ApiError;
@@ -27,6 +28,7 @@ use crate::ratelimit::RateLimiter;
 use crate::request_id::{REQUEST_ID, RequestId};
 use crate::settings::ApiSettings;
 use crate::state::AppState;
+use crate::tls::ReloadingCert;
 
 /// What the API needs from the rest of the process (built in one place by
 /// the caller; see `inlet api`).
@@ -48,16 +50,20 @@ pub struct Dependencies {
 /// A bound, not yet running API.
 pub struct Application {
     port: u16,
+    tls: bool,
     admin_port: Option<u16>,
     server: Server,
     admin: Option<AdminServer>,
     state: web::Data<AppState>,
+    /// Stops the certificate watcher when the application is dropped.
+    _tls_watch: Option<DropGuard>,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
             .field("port", &self.port)
+            .field("tls", &self.tls)
             .field("admin_port", &self.admin_port)
             .finish()
     }
@@ -176,19 +182,39 @@ impl Application {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        let server = server.listen(listener)?.run();
+        let (server, tls_watch) = match &settings.tls {
+            Some(tls) => {
+                let cert = ReloadingCert::load(tls, state.metrics.tls_reloads.clone())
+                    .map_err(std::io::Error::other)?;
+                let config = cert.server_config().map_err(std::io::Error::other)?;
+                let watch = CancellationToken::new();
+                cert.spawn_watcher(watch.clone());
+                (
+                    server.listen_rustls_0_23(listener, config)?,
+                    Some(watch.drop_guard()),
+                )
+            }
+            None => (server.listen(listener)?, None),
+        };
         Ok(Application {
             port,
+            tls: tls_watch.is_some(),
             admin_port,
-            server,
+            server: server.run(),
             admin,
             state,
+            _tls_watch: tls_watch,
         })
     }
 
     /// The push listener's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `https` when `[api.tls]` is set, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// The admin listener's port, when `admin_listen` is set.

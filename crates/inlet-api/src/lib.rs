@@ -28,7 +28,8 @@
 //! `otlp` use `intake`, `state`, `error`, `metrics` (and `push`
 //! `request_id`); `intake` uses `state`, `error` and `budget`; `state` and `error` use
 //! only the leaves (`budget`, `metrics`, `ratelimit`, `settings`,
-//! `request_id`), which use no other module of the crate.
+//! `request_id`), which use no other module of the crate; `app` also uses
+//! `tls`, which uses only `settings`.
 //!
 //! - [`app`]: [`Application`] (`build`, `port`, `run_until_stopped`), the
 //!   middleware every answer passes (request id, an error's problem
@@ -46,7 +47,9 @@
 //!   [`inlet_domain::Problem`], the type agents read.
 //! - [`ratelimit`]: per-key token buckets.
 //! - [`metrics`]: the [`ApiMetrics`].
-//! - [`settings`]: [`ApiSettings`] (`[api]`).
+//! - [`settings`]: [`ApiSettings`] (`[api]`, `[api.tls]`).
+//! - [`tls`]: [`ReloadingCert`](tls::ReloadingCert), the push listener's
+//!   certificate, replaced when its files change.
 //!
 //! # Using it from another service
 //!
@@ -70,8 +73,9 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod settings;
 pub mod state;
+pub mod tls;
 
 pub use app::{Application, Dependencies};
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
-pub use settings::ApiSettings;
+pub use settings::{ApiSettings, TlsSettings};

@@ -41,6 +41,12 @@ pub struct ApiMetrics {
     /// (decompressed bodies while validated). Pushes refused for want of
     /// room are `inlet_api_requests_total{code="server_busy"}`.
     pub in_flight_bytes: IntGaugeVec,
+    /// `inlet_api_tls_reloads_total{outcome}`: checks of `[api.tls]`'s
+    /// files that found a change, `loaded` (served from then on), or that
+    /// `failed` (a file unreadable — at every check until it is readable —
+    /// or a changed pair not PEM or not matching: the previous certificate
+    /// stays in use).
+    pub tls_reloads: IntCounterVec,
     /// The series every accepted push touches, resolved once (a label
     /// lookup hashes the labels and takes a lock).
     pub hot: HotSeries,
@@ -99,6 +105,7 @@ impl ApiMetrics {
             Box::new(self.ready.clone()),
             Box::new(self.rate_limited.clone()),
             Box::new(self.in_flight_bytes.clone()),
+            Box::new(self.tls_reloads.clone()),
         ]
     }
 
@@ -172,6 +179,13 @@ impl ApiMetrics {
                     "Bytes reserved in the memory budgets (body, decode).",
                 ),
                 &["budget"],
+            )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "inlet_api_tls_reloads_total",
+                    "Changes of the TLS certificate or key files seen, loaded or failed.",
+                ),
+                &["outcome"],
             )?,
         })
     }

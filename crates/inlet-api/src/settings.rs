@@ -1,5 +1,7 @@
 //! `[api]`: the push API's own settings.
 
+use std::path::PathBuf;
+
 use inlet_domain::InvalidSetting;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,11 @@ pub struct ApiSettings {
     /// Health endpoints stay on both. Default: none (everything on the push
     /// listener); `config/production.toml` sets `0.0.0.0:9090`.
     pub admin_listen: Option<String>,
+    /// `[api.tls]`: when set, the push listener speaks HTTPS (HTTP/1.1 and
+    /// HTTP/2 by ALPN) with this certificate. Default: none (plain HTTP,
+    /// for local use or behind a TLS-terminating proxy). The admin
+    /// listener stays plain HTTP: keep it off the public network.
+    pub tls: Option<TlsSettings>,
     /// HTTP worker threads; 0 means one per CPU. Default 0.
     pub workers: usize,
     /// Largest request body as sent (compressed), bytes. Default 1048576.
@@ -73,6 +80,7 @@ impl Default for ApiSettings {
         ApiSettings {
             listen: "0.0.0.0:8080".to_owned(),
             admin_listen: None,
+            tls: None,
             workers: 0,
             max_body_bytes: 1 << 20,
             max_decoded_bytes: 8 << 20,
@@ -93,6 +101,37 @@ impl Default for ApiSettings {
     }
 }
 
+/// `[api.tls]`: the push listener's certificate. Both files are PEM and
+/// are read again every `reload_interval_ms`; when either changed, the new
+/// pair is served to new connections (rotation without a restart). A pair
+/// that does not load (unreadable, no certificate, no key, or a key that
+/// does not match the certificate, as while a rotation has written one file
+/// and not yet the other) is logged and counted, and the previous pair
+/// stays in use until the files change again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_path: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// How often the files are checked for a change, milliseconds.
+    /// Default 10000.
+    #[serde(default = "TlsSettings::default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+impl TlsSettings {
+    fn default_reload_interval_ms() -> u64 {
+        10_000
+    }
+
+    /// The check interval.
+    pub fn reload_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.reload_interval_ms)
+    }
+}
+
 impl ApiSettings {
     /// The in-flight wait.
     pub fn in_flight_wait(&self) -> std::time::Duration {
@@ -109,6 +148,14 @@ impl ApiSettings {
             && a.parse::<std::net::SocketAddr>().is_err()
         {
             return bad("api.admin_listen", "must be an address like 0.0.0.0:9090");
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_path.as_os_str().is_empty() || tls.key_path.as_os_str().is_empty() {
+                return bad("api.tls", "cert_path and key_path are both required");
+            }
+            if tls.reload_interval_ms < 100 {
+                return bad("api.tls.reload_interval_ms", "must be at least 100");
+            }
         }
         if self.max_body_bytes == 0 || self.max_decoded_bytes < self.max_body_bytes {
             return bad(

@@ -54,6 +54,8 @@ pub struct ClientBuilder {
     key: String,
     key_header: KeyHeader,
     hook: Option<Hook>,
+    /// Extra trusted roots (PEM), beside the built-in ones.
+    root_certificates: Vec<Vec<u8>>,
     /// Every other option, as the client will run with it once validated.
     config: Config,
 }
@@ -92,6 +94,7 @@ impl ClientBuilder {
             key: key.to_owned(),
             key_header: KeyHeader::Bearer,
             hook: None,
+            root_certificates: Vec::new(),
             config: Config {
                 agent: WireAgent {
                     name: "inlet-rust".to_owned(),
@@ -243,6 +246,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Also trusts the certificates in this PEM bundle for an `https://`
+    /// endpoint (a private CA, or a self-signed server), beside the
+    /// built-in roots. May be called more than once.
+    pub fn root_certificate_pem(mut self, pem: &[u8]) -> Self {
+        self.root_certificates.push(pem.to_vec());
+        self
+    }
+
     /// A hook called with every [`ClientEvent`]. Default: none (tracing
     /// events on target `inlet_client` are always emitted).
     pub fn on_event(mut self, hook: impl Fn(&ClientEvent) + Send + Sync + 'static) -> Self {
@@ -267,7 +278,24 @@ impl ClientBuilder {
         })?;
         let config = self.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let mut roots = Vec::new();
+        for pem in &self.root_certificates {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                BuildError::InvalidOption {
+                    option: "root_certificate_pem",
+                    reason: e.to_string(),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(BuildError::InvalidOption {
+                    option: "root_certificate_pem",
+                    reason: "no PEM certificate in the bundle".into(),
+                });
+            }
+            roots.extend(certs);
+        }
         let http = reqwest::Client::builder()
+            .tls_certs_merge(roots)
             .user_agent(format!(
                 "inlet-client/{} ({}/{})",
                 env!("CARGO_PKG_VERSION"),

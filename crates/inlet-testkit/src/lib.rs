@@ -26,6 +26,7 @@
 //!   forwards: status, `code`, `Retry-After` on 5xx.
 //! - [`inlet_env`]: [`InletEnv`], the environment every `inlet` child
 //!   process of a test gets (configuration, this test's services, logs).
+//! - [`tls`]: [`TestCa`], a private CA and server certificates it signs.
 //! - [`free_port`] and [`unique_id`].
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -36,6 +37,7 @@ pub mod procs;
 pub mod proxy;
 pub mod rabbit;
 pub mod services;
+pub mod tls;
 pub mod wait;
 
 pub use balancer::{BalancerOptions, LoadBalancer, ResponseStats};
@@ -44,6 +46,7 @@ pub use procs::{RedisServer, SecantusServer, SecantusStorage};
 pub use proxy::FaultProxy;
 pub use rabbit::{RabbitCluster, RabbitNode};
 pub use services::{TestAmqp, TestMongo, TestRedis};
+pub use tls::{TestCa, TestCert};
 pub use wait::{wait_for, wait_until};
 
 /// A short random id (12 hex digits) naming one test's resources.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use inlet_client::Client;
 use inlet_domain::{WireBatch, WireTransaction, now_ms};
 use inlet_queue::{Consumer, QueueMetrics, QueueSettings};
-use inlet_testkit::{InletEnv, TestAmqp, TestMongo, TestRedis, free_port, wait_until};
+use inlet_testkit::{InletEnv, TestAmqp, TestCa, TestMongo, TestRedis, free_port, wait_until};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -27,6 +27,8 @@ struct Env {
     amqp: TestAmqp,
     port: u16,
     logs: tempfile::TempDir,
+    /// With [`Env::with_tls`]: the CA of the API's certificate.
+    tls: Option<TestCa>,
 }
 
 /// An `inlet api` child process; killed on drop so a failing test leaks
@@ -75,26 +77,57 @@ impl Env {
             amqp: TestAmqp::new(),
             port: free_port(),
             logs: tempfile::tempdir().unwrap(),
+            tls: None,
         }
     }
 
+    /// The API serves HTTPS (`[api.tls]`) with a certificate from a
+    /// private CA, written next to the logs.
+    fn with_tls(mut self) -> Env {
+        let ca = TestCa::new("inlet e2e CA");
+        let cert = ca.server_cert();
+        std::fs::write(self.logs.path().join("cert.pem"), cert.cert_pem).unwrap();
+        std::fs::write(self.logs.path().join("key.pem"), cert.key_pem).unwrap();
+        self.tls = Some(ca);
+        self
+    }
+
+    /// An HTTP client that trusts the API's certificate.
+    fn http(&self) -> reqwest::Client {
+        let roots = self
+            .tls
+            .iter()
+            .flat_map(|ca| reqwest::Certificate::from_pem_bundle(ca.pem().as_bytes()).unwrap());
+        reqwest::Client::builder()
+            .tls_certs_merge(roots)
+            .build()
+            .unwrap()
+    }
+
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        InletEnv::new(
+        let mut env = InletEnv::new(
             &self.mongo.url,
             &self.mongo.db_name,
             &self.redis,
             &self.amqp,
-        )
-        .set("INLET__API__LISTEN", format!("127.0.0.1:{}", self.port))
-        .set("INLET__API__SHUTDOWN_DELAY_MS", "300")
-        // Decisions live 1 s in the cache, so the Redis flush below
-        // reaches the stores instead of being hidden by the cache.
-        .set("INLET__AUTH__POSITIVE_TTL_S", "1")
-        .command(env!("CARGO_BIN_EXE_inlet"), args)
+        );
+        if self.tls.is_some() {
+            let path = |name: &str| self.logs.path().join(name).display().to_string();
+            env = env
+                .set("INLET__API__TLS__CERT_PATH", path("cert.pem"))
+                .set("INLET__API__TLS__KEY_PATH", path("key.pem"));
+        }
+        env.set("INLET__API__LISTEN", format!("127.0.0.1:{}", self.port))
+            .set("INLET__API__SHUTDOWN_DELAY_MS", "300")
+            // Decisions live 1 s in the cache, so the Redis flush below
+            // reaches the stores instead of being hidden by the cache.
+            .set("INLET__AUTH__POSITIVE_TTL_S", "1")
+            .command(env!("CARGO_BIN_EXE_inlet"), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -145,7 +178,7 @@ impl Env {
             .spawn()
             .unwrap();
         let api = Api { child, log };
-        let http = reqwest::Client::new();
+        let http = self.http();
         let url = format!("{}/health/ready", self.base());
         let deadline = tokio::time::Instant::now() + LONG;
         loop {
@@ -383,6 +416,68 @@ async fn an_agent_loses_nothing_through_an_api_restart_and_a_redis_flush() {
     );
     cancel.cancel();
     consumer.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_pushes_to_the_api_over_tls_trusting_a_private_ca() {
+    let env = Env::new().await.with_tls();
+    let key = env.provision();
+    let cancel = CancellationToken::new();
+    let mut consumer = Consumer::start(
+        env.queue_settings(),
+        QueueMetrics::unregistered().unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
+    assert!(consumer.wait_connected(LONG).await, "consumer connected");
+    let api = env.start_api(1).await;
+    assert!(env.base().starts_with("https://"));
+    let ca = env.tls.as_ref().unwrap().pem();
+
+    let client = Client::builder(&env.base(), &key)
+        .app("shop")
+        .root_certificate_pem(ca.as_bytes())
+        .flush_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    for n in 0..50 {
+        client.record_transaction(item(n));
+    }
+    let report = client.shutdown(Duration::from_secs(20)).await;
+    assert_eq!(
+        (report.delivered_items, report.left_items),
+        (50, 0),
+        "{report:?}"
+    );
+    let received = drain_queue(&mut consumer, 50).await;
+    assert_eq!(received.items(), 50);
+
+    // A client that does not trust the CA sends nothing, and says why.
+    let untrusting = Client::builder(&env.base(), &key)
+        .app("shop")
+        .initial_backoff(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    untrusting.record_transaction(item(50));
+    untrusting.flush();
+    wait_until(LONG, "the untrusting client to fail a send", || {
+        let failed = untrusting.stats().last_error.is_some();
+        async move { failed }
+    })
+    .await;
+    let stats = untrusting.stats();
+    assert_eq!(stats.accepted.items, 0, "{stats:?}");
+    let error = stats.last_error.unwrap();
+    assert_eq!(error.status, None, "{error:?}");
+    assert!(
+        error.message.to_lowercase().contains("certificate"),
+        "the transport error names the certificate: {error:?}"
+    );
+    let _ = untrusting.shutdown(Duration::from_millis(100)).await;
+
+    assert!(api.terminate().await.success());
+    cancel.cancel();
     env.cleanup().await;
 }
 

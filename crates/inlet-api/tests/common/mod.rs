@@ -34,6 +34,8 @@ pub struct Options {
     pub amqp_via_proxy: bool,
     /// The publisher's in-flight bound (`queue.max_in_flight`).
     pub max_in_flight: Option<usize>,
+    /// A CA the test's HTTP client trusts (with `api.tls` set).
+    pub tls_root_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             mongo_via_proxy: false,
             amqp_via_proxy: false,
             max_in_flight: None,
+            tls_root_pem: None,
         }
     }
 }
@@ -227,7 +230,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         },
     )
     .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
+    let base = format!("{}://127.0.0.1:{}", app.scheme(), app.port());
     let admin_base = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
@@ -236,10 +239,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     TestApp {
         base,
         admin_base,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .unwrap(),
+        client: test_client(opts.tls_root_pem.as_deref()),
         key,
         account,
         admin,
@@ -256,6 +256,16 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         server: Some(server),
         cancel,
     }
+}
+
+/// An HTTP client for the test, trusting `root_pem` when given.
+pub fn test_client(root_pem: Option<&str>) -> reqwest::Client {
+    let roots = root_pem.map(|pem| reqwest::Certificate::from_pem_bundle(pem.as_bytes()).unwrap());
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .tls_certs_merge(roots.into_iter().flatten())
+        .build()
+        .unwrap()
 }
 
 /// A small valid batch as JSON.

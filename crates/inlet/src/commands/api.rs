@@ -50,7 +50,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         },
     )
     .with_context(|| format!("starting the API on {}", settings.api.listen))?;
-    tracing::info!(port = app.port(), admin_port = ?app.admin_port(), "push API listening");
+    tracing::info!(
+        port = app.port(),
+        scheme = app.scheme(),
+        admin_port = ?app.admin_port(),
+        "push API listening"
+    );
     app.run_until_stopped(super::shutdown_signal()).await?;
 
     cancel.cancel();
