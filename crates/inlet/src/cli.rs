@@ -65,7 +65,8 @@ enum Command {
     },
     /// Apply MongoDB migrations (idempotent), or show their state.
     Migrate {
-        /// Only show which migrations are applied.
+        /// Only show which migrations are applied; exit 1 if any is
+        /// pending or changed since it was applied.
         #[arg(long)]
         status: bool,
         /// How long to wait for MongoDB to answer as a writable primary

@@ -59,6 +59,14 @@ impl Cli {
 #[tokio::test]
 async fn migrate_twice_changes_nothing_the_second_time() {
     let cli = Cli::new().await;
+    // Before: every migration pending, and `--status` says so by its exit
+    // code (what the Kubernetes worker's init container waits on).
+    let before = cli.run(&["migrate", "--status"]);
+    assert_eq!(before.status.code(), Some(1), "{before:?}");
+    assert!(
+        String::from_utf8_lossy(&before.stdout).contains("0001 keys_and_accounts"),
+        "{before:?}"
+    );
     assert!(cli.ok(&["migrate"]).contains("applied migration 0001"));
     let log = cli
         .mongo
