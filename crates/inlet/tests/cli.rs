@@ -115,9 +115,41 @@ async fn key_administration_round_trip() {
             .contains("does not exist")
     );
 
-    let key = cli.ok(&["keys", "create", "--account", "acme", "--app", "shop"]);
+    // The key alone on stdout (`KEY=$(inlet keys create …)`), its id on
+    // stderr.
+    let created = cli.run(&["keys", "create", "--account", "acme", "--app", "shop"]);
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout).unwrap();
     let key = key.trim();
     assert!(key.starts_with("inlet_") && key.len() == 70, "{key}");
+    let key_id = inlet_domain::ApiKey::parse_format(key)
+        .unwrap()
+        .key_id()
+        .unwrap()
+        .to_string();
+    let stderr = String::from_utf8(created.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("created key {key_id} of account acme")) && !stderr.contains(key),
+        "{stderr}"
+    );
+    // Both, with the key's record, as one JSON line.
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["keys", "create", "--account", "acme", "--json"])).unwrap();
+    let json_key = json["key"].as_str().unwrap();
+    assert_eq!(
+        json["key_id"].as_str().unwrap(),
+        inlet_domain::ApiKey::parse_format(json_key)
+            .unwrap()
+            .key_id()
+            .unwrap()
+            .to_string()
+    );
+    assert_eq!(
+        (json["account"].as_str(), json["state"].as_str()),
+        (Some("acme"), Some("active"))
+    );
+    assert!(json["app"].is_null(), "{json}");
+    cli.ok(&["keys", "revoke", json["key_id"].as_str().unwrap()]);
     let list = cli.ok(&["keys", "list", "--account", "acme"]);
     assert!(!list.contains(key), "the key is shown only once");
     assert!(!list.contains(&key[6..20]));
@@ -176,7 +208,8 @@ async fn key_administration_round_trip() {
         "{err}"
     );
 
-    assert!(cli.ok(&["sync", "--once"]).contains("loaded 3 keys"));
+    // The created key, the one created with --json, the two imported.
+    assert!(cli.ok(&["sync", "--once"]).contains("loaded 4 keys"));
     assert!(
         cli.ok(&["accounts", "suspend", "acme"])
             .contains("suspended")

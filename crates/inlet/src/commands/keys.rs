@@ -18,6 +18,9 @@ use crate::settings::Settings;
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Issue a key; it is printed exactly once (only its digest is stored).
+    /// The key goes to stdout and its id to stderr, so `KEY=$(inlet keys
+    /// create …)` captures only the key; `--json` prints both (and the
+    /// rest of the key's record) as one JSON line on stdout.
     Create {
         /// Owning account.
         #[arg(long)]
@@ -25,6 +28,8 @@ pub enum KeysCommand {
         /// Restrict the key to one app.
         #[arg(long)]
         app: Option<String>,
+        #[command(flatten)]
+        format: Format,
     },
     /// Revoke a key by id (running instances reject it within seconds).
     Revoke {
@@ -132,17 +137,31 @@ async fn keys_inner(
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
-        KeysCommand::Create { account, app } => {
+        KeysCommand::Create {
+            account,
+            app,
+            format,
+        } => {
             let issuer = settings.signing.issuer()?.context(
                 "no signing secret: set [signing] current and secrets (INLET__SIGNING__*)",
             )?;
             let account = AccountId::parse(&account)?;
             let app = app.as_deref().map(AppName::parse).transpose()?;
-            let (key, doc) = admin.create_key(&issuer, &account, app).await?;
+            let (key, info) = admin.create_key(&issuer, &account, app).await?;
             // The only time the key is ever shown.
-            writeln!(out, "{}", key.expose_secret())?;
-            drop(out);
-            tracing::info!(key_id = %doc.key_id, account = %doc.account_id, "key created");
+            if format.json {
+                let mut json = key_json(&info);
+                json["key"] = key.expose_secret().into();
+                writeln!(out, "{json}")?;
+            } else {
+                writeln!(out, "{}", key.expose_secret())?;
+                writeln!(
+                    std::io::stderr(),
+                    "created key {} of account {}",
+                    info.key_id,
+                    info.account_id
+                )?;
+            }
         }
         KeysCommand::Revoke { key_id } => {
             let doc = admin
