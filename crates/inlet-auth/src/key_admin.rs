@@ -314,8 +314,19 @@ impl KeyAdmin {
     }
 
     /// Imports legacy keys. Keys whose digest is already known are left
-    /// alone, so an import can be repeated.
+    /// alone, so an import can be repeated. Every account is checked
+    /// before the first key is written.
     pub async fn import_legacy(&self, keys: &[LegacyKey]) -> Result<ImportReport, KeyAdminError> {
+        self.import_legacy_reporting(keys, |_| {}).await
+    }
+
+    /// [`Self::import_legacy`], calling `progress` with the report so far
+    /// after each key (a progress bar).
+    pub async fn import_legacy_reporting(
+        &self,
+        keys: &[LegacyKey],
+        mut progress: impl FnMut(&ImportReport),
+    ) -> Result<ImportReport, KeyAdminError> {
         let mut report = ImportReport::default();
         let mut accounts = std::collections::HashMap::new();
         for k in keys {
@@ -334,6 +345,7 @@ impl KeyAdmin {
                 }
                 Inserted::Duplicate => report.existing += 1,
             }
+            progress(&report);
         }
         Ok(report)
     }

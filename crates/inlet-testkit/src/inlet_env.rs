@@ -87,3 +87,28 @@ impl InletEnv {
         c
     }
 }
+
+/// Runs `cmd` on a pseudo-terminal (util-linux `script`, in Debian's
+/// essential bsdutils) and returns what a user at a terminal would see —
+/// stdout and stderr together, progress bars included — as `stdout`.
+///
+/// # Panics
+/// If `script` cannot be run.
+pub fn on_a_terminal(cmd: &Command) -> std::process::Output {
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    script
+        .output()
+        .expect("util-linux `script` (Debian's essential bsdutils)")
+}

@@ -25,7 +25,8 @@
 //!   (or a plain recording proxy) that records every HTTP response it
 //!   forwards: status, `code`, `Retry-After` on 5xx.
 //! - [`inlet_env`]: [`InletEnv`], the environment every `inlet` child
-//!   process of a test gets (configuration, this test's services, logs).
+//!   process of a test gets (configuration, this test's services, logs),
+//!   and [`on_a_terminal`], a command run on a pseudo-terminal.
 //! - [`tls`]: [`TestCa`], a private CA and server certificates it signs.
 //! - [`free_port`] and [`unique_id`].
 
@@ -41,7 +42,7 @@ pub mod tls;
 pub mod wait;
 
 pub use balancer::{BalancerOptions, LoadBalancer, ResponseStats};
-pub use inlet_env::InletEnv;
+pub use inlet_env::{InletEnv, on_a_terminal};
 pub use procs::{RedisServer, SecantusServer, SecantusStorage};
 pub use proxy::FaultProxy;
 pub use rabbit::{RabbitCluster, RabbitNode};

@@ -1,9 +1,11 @@
-//! What commands print with: the listing format flag and timestamps. A
-//! leaf module: it uses no other module of the binary.
+//! What commands print with: the listing format flag, timestamps, and the
+//! progress bars of long commands. A leaf module: it uses no other module
+//! of the binary.
 
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Output format for listings.
 #[derive(Debug, Args)]
@@ -34,6 +36,36 @@ pub fn rfc3339(ms: i64) -> String {
         }
         None => full,
     }
+}
+
+/// A progress bar of `len` steps counted in `unit`, on stderr. indicatif
+/// draws nothing when stderr is not a terminal, so scripts, pipes and logs
+/// see only a command's result.
+pub fn progress_bar(len: u64, unit: &str) -> ProgressBar {
+    progress(
+        ProgressBar::new(len),
+        &format!(
+            "{{spinner}} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, {{eta}} left)"
+        ),
+    )
+}
+
+/// A bar over `seconds` of wall-clock time, with a message (what was
+/// done so far).
+pub fn time_bar(seconds: u64) -> ProgressBar {
+    progress(
+        ProgressBar::new(seconds),
+        "{spinner} [{bar:40}] {pos}/{len} s  {msg}",
+    )
+}
+
+fn progress(bar: ProgressBar, template: &str) -> ProgressBar {
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use inlet_testkit::{TestAmqp, TestMongo, TestRedis};
+use inlet_testkit::{TestAmqp, TestMongo, TestRedis, on_a_terminal};
 
 struct Cli {
     mongo: TestMongo,
@@ -569,6 +569,61 @@ async fn an_account_gets_its_own_rate_limit_and_the_default_back() {
         ])
         .contains("--rate-limit")
     );
+    cli.mongo.cleanup().await;
+    cli.redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn long_commands_show_progress_on_a_terminal_and_nothing_else_off_it() {
+    let cli = Cli::new().await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["accounts", "create", "acme"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.csv");
+    let lines: String = (0..400)
+        .map(|n| format!("acme,legacy-key-{n:04}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let f = file.to_str().unwrap();
+
+    // Off a terminal (a pipe): the result line, and no bar on stderr.
+    let out = cli.run(&["keys", "import", "--file", f]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "imported 400 keys (0 already present)\n"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("keys (") && !stderr.contains('\r'),
+        "{stderr:?}"
+    );
+
+    // On a terminal: the bar is drawn while the import runs.
+    let out = on_a_terminal(&cli.command(&["keys", "import", "--file", f]));
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    assert!(
+        seen.contains("/400 keys"),
+        "no progress bar on a terminal: {seen:?}"
+    );
+    assert!(
+        seen.contains("imported 0 keys (400 already present)"),
+        "{seen}"
+    );
+
+    // sync --once: a bar over MongoDB's estimate of the key documents.
+    let out = on_a_terminal(&cli.command(&["sync", "--once"]));
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    assert!(
+        seen.contains("/400 keys"),
+        "no progress bar on a terminal: {seen:?}"
+    );
+    assert!(seen.contains("loaded 400 keys"), "{seen}");
+    let out = cli.run(&["sync", "--once"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("loaded 400 keys"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("keys ("));
     cli.mongo.cleanup().await;
     cli.redis.cleanup().await;
 }

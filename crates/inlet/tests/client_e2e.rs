@@ -14,7 +14,9 @@ use std::time::Duration;
 use inlet_client::Client;
 use inlet_domain::{WireBatch, WireTransaction, now_ms};
 use inlet_queue::{Consumer, QueueMetrics, QueueSettings};
-use inlet_testkit::{InletEnv, TestAmqp, TestCa, TestMongo, TestRedis, free_port, wait_until};
+use inlet_testkit::{
+    InletEnv, TestAmqp, TestCa, TestMongo, TestRedis, free_port, on_a_terminal, wait_until,
+};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -605,6 +607,27 @@ async fn push_and_load_commands_against_a_real_api() {
     ]);
     assert!(out.contains("statuses    202: "), "{out}");
     assert!(out.contains("latency ms  p50 "), "{out}");
+
+    // On a terminal, a bar over the duration while the load runs; off it
+    // (above), only the report.
+    let out = on_a_terminal(&env.command(&[
+        "load",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+    ]));
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    assert!(
+        seen.contains("/2 s  sending 20 req/s"),
+        "no progress bar: {seen:?}"
+    );
+    assert!(seen.contains("statuses    202: "), "{seen}");
 
     // Durations need a unit: a bare number is refused, naming the flag,
     // before anything is sent.

@@ -54,7 +54,10 @@ impl KeySync {
 
     async fn load_into(&self, load: &crate::redis_store::Load) -> Result<Marker, SyncError> {
         let generation = load.generation;
-        self.set_state(SyncState::Loading { generation });
+        self.set_state(SyncState::Loading {
+            generation,
+            written: 0,
+        });
         let mut scan = self.mongo.scan_keys(self.settings.batch_size).await?;
         let batch_size = self.settings.batch_size.max(1) as usize;
         let mut batch: Vec<(KeyDigest, KeyRecord)> = Vec::with_capacity(batch_size);
@@ -85,6 +88,10 @@ impl KeySync {
             }
             if batch.len() >= batch_size {
                 count += self.write_batch(load, &mut batch).await?;
+                self.set_state(SyncState::Loading {
+                    generation,
+                    written: count,
+                });
             }
         }
         count += self.write_batch(load, &mut batch).await?;

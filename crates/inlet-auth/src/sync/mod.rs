@@ -128,6 +128,8 @@ pub enum SyncState {
     Loading {
         /// The generation being written.
         generation: u64,
+        /// Keys written into it so far (updated after every batch).
+        written: u64,
     },
     /// The marker is set and changes are being followed.
     Following {
@@ -147,7 +149,13 @@ impl std::fmt::Display for SyncState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SyncState::Starting => f.write_str("starting"),
-            SyncState::Loading { generation } => write!(f, "loading generation {generation}"),
+            SyncState::Loading {
+                generation,
+                written,
+            } => write!(
+                f,
+                "loading generation {generation} ({written} keys written so far)"
+            ),
             SyncState::Following { generation, mode } => {
                 write!(f, "following changes ({mode}) on generation {generation}")
             }

@@ -11,7 +11,7 @@ use inlet_auth::RedisStore;
 use inlet_auth::key_admin::{AccountInfo, KeyAdmin, KeyInfo, LegacyKey};
 use inlet_domain::{AccountId, AccountState, AppName, KeyId, KeyState, RateLimit};
 
-use crate::output::{Format, rfc3339};
+use crate::output::{Format, progress_bar, rfc3339};
 use crate::settings::Settings;
 
 /// `inlet keys …`
@@ -231,7 +231,14 @@ async fn keys_inner(
                     Err(e) => bail!("line {}: {e}", n + 1),
                 }
             }
-            let report = admin.import_legacy(&entries).await?;
+            let bar = progress_bar(entries.len() as u64, "keys");
+            let report = admin
+                .import_legacy_reporting(&entries, |r| {
+                    bar.set_position((r.created + r.existing) as u64);
+                })
+                .await;
+            bar.finish_and_clear();
+            let report = report?;
             writeln!(
                 out,
                 "imported {} keys ({} already present)",

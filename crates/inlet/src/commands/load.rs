@@ -16,6 +16,7 @@ use clap::Args;
 use inlet_load::{LoadPlan, LoadReport};
 
 use crate::duration::parse_duration;
+use crate::output::time_bar;
 
 /// `inlet load` options.
 #[derive(Debug, Args)]
@@ -120,6 +121,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         endpoint = %args.endpoint,
         "generating load"
     );
+    let bar = time_bar(args.duration.as_secs().max(1));
+    bar.set_message(format!("sending {rate:.0} req/s"));
+    let ticker = {
+        let bar = bar.clone();
+        let started = std::time::Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bar.set_position(started.elapsed().as_secs());
+                if bar.position() >= bar.length().unwrap_or(0) {
+                    bar.set_message("waiting for the last answers");
+                }
+            }
+        })
+    };
     let report = inlet_load::run(LoadPlan {
         endpoint: args.endpoint,
         keys,
@@ -132,7 +148,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         app: args.app,
         environment: args.environment,
     })
-    .await?;
+    .await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let report = report?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;

@@ -4,11 +4,12 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use inlet_auth::sync::KeySync;
+use inlet_auth::sync::{KeySync, SyncState};
 use inlet_auth::{RedisStore, SyncMetrics};
 use inlet_obs::{AdminServer, Health, process_registry};
 use tokio_util::sync::CancellationToken;
 
+use crate::output::progress_bar;
 use crate::settings::Settings;
 
 /// Loads every key into Redis; without `--once`, then follows changes and
@@ -21,7 +22,24 @@ pub async fn run(settings: Settings, once: bool) -> anyhow::Result<ExitCode> {
     let sync = KeySync::new(mongo.clone(), redis, settings.sync.clone(), metrics);
 
     if once {
-        let marker = sync.backfill().await.context("loading keys into Redis")?;
+        // The bar's length is MongoDB's estimate of the key documents.
+        let total = mongo.counts().await.map_or(0, |c| c.keys);
+        let bar = progress_bar(total, "keys");
+        let mut state = sync.watch_state();
+        let follower = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                while state.changed().await.is_ok() {
+                    if let SyncState::Loading { written, .. } = *state.borrow_and_update() {
+                        bar.set_position(written);
+                    }
+                }
+            })
+        };
+        let marker = sync.backfill().await;
+        follower.abort();
+        bar.finish_and_clear();
+        let marker = marker.context("loading keys into Redis")?;
         writeln!(
             std::io::stdout(),
             "loaded {} keys into generation {}",
