@@ -27,12 +27,15 @@
 //! - [`inlet_env`]: [`InletEnv`], the environment every `inlet` child
 //!   process of a test gets (configuration, this test's services, logs),
 //!   and [`on_a_terminal`], a command run on a pseudo-terminal.
+//! - [`docs`]: examples of `docs/*.md` compared with what the code sends
+//!   ([`docs::shape_differences`], [`docs::text_matches`]).
 //! - [`tls`]: [`TestCa`], a private CA and server certificates it signs.
 //! - [`free_port`] and [`unique_id`].
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod balancer;
+pub mod docs;
 pub mod inlet_env;
 pub mod procs;
 pub mod proxy;

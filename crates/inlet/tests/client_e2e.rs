@@ -15,7 +15,7 @@ use inlet_client::Client;
 use inlet_domain::{WireBatch, WireTransaction, now_ms};
 use inlet_queue::{Consumer, QueueMetrics, QueueSettings};
 use inlet_testkit::{
-    InletEnv, TestAmqp, TestCa, TestMongo, TestRedis, free_port, on_a_terminal, wait_until,
+    InletEnv, TestAmqp, TestCa, TestMongo, TestRedis, docs, free_port, on_a_terminal, wait_until,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -483,6 +483,40 @@ async fn an_agent_pushes_to_the_api_over_tls_trusting_a_private_ca() {
     env.cleanup().await;
 }
 
+/// `inlet push`'s output is, line for line, one of the transcripts of
+/// docs/client.md (ids, numbers and `…` elisions aside: see
+/// `inlet_testkit::docs`), found by its status line.
+fn assert_is_documented_push_output(real: &str) {
+    let md = docs::doc("client.md");
+    let transcripts: Vec<Vec<String>> = docs::fenced_blocks(&md, "console")
+        .iter()
+        .flat_map(|block| block.split("\n\n").map(str::to_owned).collect::<Vec<_>>())
+        .filter(|t| t.starts_with("$ ") && t.lines().next().unwrap().contains("inlet push"))
+        .map(|t| t.lines().skip(1).map(str::to_owned).collect())
+        .collect();
+    let real: Vec<&str> = real.lines().collect();
+    let example = transcripts
+        .iter()
+        .find(|t| t.first().map(String::as_str) == real.first().copied())
+        .unwrap_or_else(|| {
+            panic!(
+                "docs/client.md shows no `inlet push` answered {:?}",
+                real[0]
+            )
+        });
+    assert_eq!(
+        example.len(),
+        real.len(),
+        "docs/client.md: {example:#?}\nprinted: {real:#?}"
+    );
+    for (e, r) in example.iter().zip(&real) {
+        assert!(
+            docs::text_matches(e, r),
+            "docs/client.md says {e:?}, inlet push printed {r:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_and_load_commands_against_a_real_api() {
     let env = Env::new().await;
@@ -505,6 +539,7 @@ async fn push_and_load_commands_against_a_real_api() {
     let out = env.ok(&["push", "--file", f, "--endpoint", &endpoint, "--key", &key]);
     assert!(out.starts_with("HTTP 202 Accepted"), "{out}");
     assert!(out.contains("id: "), "{out}");
+    assert_is_documented_push_output(&out);
 
     // The key from the environment, the outcome as JSON.
     let out = env
@@ -544,6 +579,7 @@ async fn push_and_load_commands_against_a_real_api() {
         "{text}"
     );
     assert!(text.contains("agent should: keep the data"), "{text}");
+    assert_is_documented_push_output(&text);
 
     // A broken batch: 400 with the field path.
     std::fs::write(&file, r#"{"agent": {"name": "x"}}"#).unwrap();
