@@ -64,7 +64,7 @@ pub fn text_matches(example: &str, real: &str) -> bool {
     // `1000`, `01a20c42`); words without a digit stay literal.
     let runs = regex::Regex::new("[0-9a-f]+").expect("a valid pattern");
     let mut pattern = String::from("^");
-    let mut literal = |text: &str, pattern: &mut String| {
+    let literal = |text: &str, pattern: &mut String| {
         for (i, part) in text.split('…').enumerate() {
             if i > 0 {
                 pattern.push_str(".*");
