@@ -120,15 +120,7 @@ async fn the_request_example_is_accepted_and_answers_have_the_documented_shapes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_readiness_examples_have_the_bodies_the_api_serves() {
     let md = doc("http-api.md");
-    let app = spawn_app_with(Options {
-        amqp_via_proxy: true,
-        api: ApiSettings {
-            admin_listen: Some("127.0.0.1:0".into()),
-            ..Options::default().api
-        },
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app_with(Options::admin_listener_and_amqp_proxy()).await;
     app.wait_ready().await;
     let admin = app.admin_base.clone().unwrap();
 

@@ -217,15 +217,7 @@ async fn ready_at(app: &common::TestApp, base: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn with_an_admin_listener_the_public_readiness_body_names_no_internals() {
-    let app = spawn_app_with(Options {
-        amqp_via_proxy: true,
-        api: inlet_api::ApiSettings {
-            admin_listen: Some("127.0.0.1:0".into()),
-            ..Options::default().api
-        },
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app_with(Options::admin_listener_and_amqp_proxy()).await;
     app.wait_ready().await;
     let admin = app.admin_base.clone().unwrap();
     let public = |ready: bool, auth: bool, queue: bool| {

@@ -198,6 +198,18 @@ impl Env {
         }
     }
 
+    /// A consumer of this test's queue, connected.
+    async fn consumer(&self, cancel: &CancellationToken) -> Consumer {
+        let consumer = Consumer::start(
+            self.queue_settings(),
+            QueueMetrics::unregistered().unwrap(),
+            cancel.clone(),
+        )
+        .unwrap();
+        assert!(consumer.wait_connected(LONG).await, "consumer connected");
+        consumer
+    }
+
     fn queue_settings(&self) -> QueueSettings {
         QueueSettings {
             url: self.amqp.url.clone(),
@@ -306,13 +318,7 @@ async fn an_agent_loses_nothing_through_an_api_restart_and_a_redis_flush() {
     let env = Env::new().await;
     let key = env.provision();
     let cancel = CancellationToken::new();
-    let mut consumer = Consumer::start(
-        env.queue_settings(),
-        QueueMetrics::unregistered().unwrap(),
-        cancel.clone(),
-    )
-    .unwrap();
-    assert!(consumer.wait_connected(LONG).await, "consumer connected");
+    let mut consumer = env.consumer(&cancel).await;
 
     let api = env.start_api(1).await;
     let client = Client::builder(&env.base(), &key)
@@ -426,13 +432,7 @@ async fn an_agent_pushes_to_the_api_over_tls_trusting_a_private_ca() {
     let env = Env::new().await.with_tls();
     let key = env.provision();
     let cancel = CancellationToken::new();
-    let mut consumer = Consumer::start(
-        env.queue_settings(),
-        QueueMetrics::unregistered().unwrap(),
-        cancel.clone(),
-    )
-    .unwrap();
-    assert!(consumer.wait_connected(LONG).await, "consumer connected");
+    let mut consumer = env.consumer(&cancel).await;
     let api = env.start_api(1).await;
     assert!(env.base().starts_with("https://"));
     let ca = env.tls.as_ref().unwrap().pem();

@@ -38,6 +38,22 @@ pub struct Options {
     pub tls_root_pem: Option<String>,
 }
 
+impl Options {
+    /// An admin listener (`api.admin_listen`) and the broker behind a
+    /// proxy the test can cut: the readiness tests' setup.
+    pub fn admin_listener_and_amqp_proxy() -> Options {
+        let defaults = Options::default();
+        Options {
+            amqp_via_proxy: true,
+            api: ApiSettings {
+                admin_listen: Some("127.0.0.1:0".into()),
+                ..defaults.api.clone()
+            },
+            ..defaults
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
