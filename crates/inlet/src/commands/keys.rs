@@ -148,6 +148,9 @@ async fn keys_inner(
             let account = AccountId::parse(&account)?;
             let app = app.as_deref().map(AppName::parse).transpose()?;
             let (key, info) = admin.create_key(&issuer, &account, app).await?;
+            // The audit record, in production's JSON logs; the person at
+            // the terminal gets the lines below.
+            tracing::info!(key_id = %info.key_id, account = %info.account_id, "key created");
             // The only time the key is ever shown.
             if format.json {
                 let mut json = key_json(&info);
