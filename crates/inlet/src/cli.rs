@@ -65,8 +65,9 @@ enum Command {
     },
     /// Apply MongoDB migrations (idempotent), or show their state.
     Migrate {
-        /// Only show which migrations are applied; exit 1 if any is
-        /// pending or changed since it was applied.
+        /// Only show which migrations are applied. Exit 0 when all are,
+        /// 2 when one is pending, 3 when an applied one's file changed
+        /// since, 1 when the state could not be read.
         #[arg(long)]
         status: bool,
         /// How long to wait for MongoDB to answer as a writable primary

@@ -60,9 +60,9 @@ impl Cli {
 async fn migrate_twice_changes_nothing_the_second_time() {
     let cli = Cli::new().await;
     // Before: every migration pending, and `--status` says so by its exit
-    // code (what the Kubernetes worker's init container waits on).
+    // code, 2 (what the Kubernetes worker's init container waits on).
     let before = cli.run(&["migrate", "--status"]);
-    assert_eq!(before.status.code(), Some(1), "{before:?}");
+    assert_eq!(before.status.code(), Some(2), "{before:?}");
     assert!(
         String::from_utf8_lossy(&before.stdout).contains("0001 keys_and_accounts"),
         "{before:?}"
@@ -80,6 +80,28 @@ async fn migrate_twice_changes_nothing_the_second_time() {
         cli.ok(&["migrate", "--status"])
             .contains("0001 keys_and_accounts")
     );
+    // An applied migration whose file has changed since is not "wait
+    // longer" but "look": exit 3, and `inlet migrate` refuses.
+    log.update_one(
+        mongodb::bson::doc! { "_id": 1 },
+        mongodb::bson::doc! { "$set": { "checksum": "0".repeat(64) } },
+    )
+    .await
+    .unwrap();
+    let changed = cli.run(&["migrate", "--status"]);
+    assert_eq!(changed.status.code(), Some(3), "{changed:?}");
+    assert!(
+        String::from_utf8_lossy(&changed.stdout).contains("the file has changed since"),
+        "{changed:?}"
+    );
+    assert!(!cli.run(&["migrate"]).status.success());
+    // And an unreachable MongoDB is neither: exit 1.
+    let unreachable = cli
+        .command(&["migrate", "--status", "--wait", "1s"])
+        .env("INLET__MONGO__URL", "mongodb://127.0.0.1:1/")
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1), "{unreachable:?}");
     cli.mongo.cleanup().await;
 }
 

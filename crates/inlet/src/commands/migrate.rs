@@ -1,5 +1,8 @@
-//! `inlet migrate [--status]`: `--status` exits 1 while a migration is
-//! pending or its file changed since it was applied.
+//! `inlet migrate [--status]`. `--status` says by its exit code what a
+//! script or an init container should do: 0 every migration is applied as
+//! shipped; [`PENDING`] one is not applied yet (wait for `inlet migrate`);
+//! [`CHANGED`] an applied migration's file changed since (a person must
+//! look: `inlet migrate` refuses to run); 1 the state could not be read.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -9,6 +12,11 @@ use inlet_migrate::Migrator;
 
 use crate::settings::Settings;
 
+/// `--status`'s exit code while a migration is pending.
+pub const PENDING: u8 = 2;
+/// `--status`'s exit code when an applied migration's file has changed.
+pub const CHANGED: u8 = 3;
+
 /// Applies pending migrations, or prints their state.
 pub async fn run(settings: Settings, status: bool, wait: Duration) -> anyhow::Result<ExitCode> {
     let store = super::mongo(&settings).await?;
@@ -16,26 +24,33 @@ pub async fn run(settings: Settings, status: bool, wait: Duration) -> anyhow::Re
     migrator.wait_writable_primary(wait).await?;
     let mut out = std::io::stdout().lock();
     if status {
-        let mut not_applied = 0;
+        let (mut pending, mut changed) = (0_usize, 0_usize);
         for s in migrator.status().await? {
             let state = match (s.applied_at_ms, s.unchanged) {
                 (Some(at), true) => format!("applied {}", crate::output::rfc3339(at)),
-                (Some(_), false) => "applied, but the file has changed since".to_owned(),
-                (None, _) => "pending".to_owned(),
+                (Some(_), false) => {
+                    changed += 1;
+                    "applied, but the file has changed since".to_owned()
+                }
+                (None, _) => {
+                    pending += 1;
+                    "pending".to_owned()
+                }
             };
-            not_applied += usize::from(!(s.applied_at_ms.is_some() && s.unchanged));
             writeln!(out, "{:04} {:<32} {state}", s.version, s.name)?;
         }
         drop(out);
         super::close_mongo(&store).await;
-        // Exit 1 unless every shipped migration is applied as shipped, so
-        // a script or an init container can wait for `inlet migrate`.
-        if not_applied > 0 {
+        if changed > 0 {
             tracing::error!(
-                not_applied,
-                "not every migration is applied: run `inlet migrate`"
+                changed,
+                "an applied migration's file has changed since: `inlet migrate` will refuse to run"
             );
-            return Ok(ExitCode::FAILURE);
+            return Ok(ExitCode::from(CHANGED));
+        }
+        if pending > 0 {
+            tracing::warn!(pending, "migrations pending: run `inlet migrate`");
+            return Ok(ExitCode::from(PENDING));
         }
         return Ok(ExitCode::SUCCESS);
     }
