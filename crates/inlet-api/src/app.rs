@@ -189,10 +189,9 @@ impl Application {
                 let config = cert.server_config().map_err(std::io::Error::other)?;
                 let watch = CancellationToken::new();
                 cert.spawn_watcher(watch.clone());
-                (
-                    server.listen_rustls_0_23(listener, config)?,
-                    Some(watch.drop_guard()),
-                )
+                // Armed before listening: a listener that fails stops it.
+                let watch = watch.drop_guard();
+                (server.listen_rustls_0_23(listener, config)?, Some(watch))
             }
             None => (server.listen(listener)?, None),
         };

@@ -18,8 +18,8 @@ pub struct ApiSettings {
     /// Health endpoints stay on both. Default: none (everything on the push
     /// listener); `config/production.toml` sets `0.0.0.0:9090`.
     pub admin_listen: Option<String>,
-    /// `[api.tls]`: when set, the push listener speaks HTTPS (HTTP/1.1 and
-    /// HTTP/2 by ALPN) with this certificate. Default: none (plain HTTP,
+    /// `[api.tls]`: when set, the push listener speaks HTTPS (HTTP/1.1,
+    /// offered by ALPN) with this certificate. Default: none (plain HTTP,
     /// for local use or behind a TLS-terminating proxy). The admin
     /// listener stays plain HTTP: keep it off the public network.
     pub tls: Option<TlsSettings>,
@@ -104,10 +104,10 @@ impl Default for ApiSettings {
 /// `[api.tls]`: the push listener's certificate. Both files are PEM and
 /// are read again every `reload_interval_ms`; when either changed, the new
 /// pair is served to new connections (rotation without a restart). A pair
-/// that does not load (unreadable, no certificate, no key, or a key that
-/// does not match the certificate, as while a rotation has written one file
-/// and not yet the other) is logged and counted, and the previous pair
-/// stays in use until the files change again.
+/// that does not load is given one more check (a rotation may have written
+/// one file and not yet the other); if it still does not load (unreadable,
+/// no certificate, no key, or a key that does not match the certificate)
+/// it is logged and counted once, and the previous pair stays in use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {

@@ -31,6 +31,9 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
+    /// A PEM section of the certificate file does not parse.
+    #[error("{path}: a PEM certificate in the file does not parse ({reason})")]
+    Certificate { path: PathBuf, reason: String },
     /// The certificate file holds no PEM certificate.
     #[error("{path}: no PEM certificate in the file")]
     NoCertificate { path: PathBuf },
@@ -49,16 +52,29 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The files' bytes as last read, whether or not they loaded: a change is
-/// only tried once, so a broken pair is reported once, not every interval.
+/// The two files' bytes.
 type Contents = (Vec<u8>, Vec<u8>);
+
+/// What the files held at a check that did not load: their bytes, or why
+/// they could not be read.
+type Observed = Result<Contents, String>;
+
+/// The watcher's view of the files, under one lock so that checks (the
+/// watcher's, or a caller's [`ReloadingCert::reload`]) never interleave.
+struct Files {
+    /// The bytes of the pair being served.
+    served: Contents,
+    /// A change that did not load at the last check, and whether it has
+    /// been reported.
+    failing: Option<(Observed, bool)>,
+}
 
 /// The served certificate, replaced when `[api.tls]`'s files change.
 pub struct ReloadingCert {
     settings: TlsSettings,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
-    seen: Mutex<Contents>,
+    files: Mutex<Files>,
     reloads: IntCounterVec,
 }
 
@@ -92,13 +108,18 @@ impl ReloadingCert {
             settings: settings.clone(),
             provider,
             current: RwLock::new(Arc::new(key)),
-            seen: Mutex::new(contents),
+            files: Mutex::new(Files {
+                served: contents,
+                failing: None,
+            }),
             reloads,
         }))
     }
 
     /// The server configuration: this resolver, TLS 1.2 and 1.3, no client
-    /// certificates. actix-web adds the ALPN protocols (`h2`, `http/1.1`).
+    /// certificates. actix-web adds the ALPN protocol `http/1.1` (HTTP/2 is
+    /// not offered: actix-web's HTTP/2 cannot send GOAWAY, so a draining
+    /// instance could not move its clients elsewhere).
     pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
         Ok(
             rustls::ServerConfig::builder_with_provider(self.provider.clone())
@@ -109,32 +130,47 @@ impl ReloadingCert {
     }
 
     /// Reads the files again. `Ok(true)` when they changed and the new pair
-    /// is now served; `Ok(false)` when nothing changed (or a change that
-    /// failed before is still there); an error when a change did not load.
-    /// A file that cannot be read is an error at every check (and counted
-    /// as `failed`) until it can.
+    /// is now served; `Ok(false)` when there is nothing to report; an error
+    /// (counted as `failed`, once) when a change still does not load at the
+    /// check after the one that first saw it.
+    ///
+    /// A rotation writes two files, and a check can fall between the two
+    /// writes: a pair that does not load is therefore only a failure when
+    /// the next check finds the same files still not loading. The previous
+    /// pair is served throughout.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let result = self.try_reload();
-        match &result {
-            Ok(false) => {}
-            Ok(true) => self.reloads.with_label_values(&["loaded"]).inc(),
-            Err(_) => self.reloads.with_label_values(&["failed"]).inc(),
-        }
-        result
-    }
-
-    fn try_reload(&self) -> Result<bool, TlsError> {
-        let contents = read_pair(&self.settings)?;
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            if *seen == contents {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        let (observed, error): (Observed, TlsError) = match read_pair(&self.settings) {
+            Ok(contents) if contents == files.served => {
+                files.failing = None;
                 return Ok(false);
             }
-            seen.clone_from(&contents);
+            Ok(contents) => match certified_key(&self.settings, &contents, &self.provider) {
+                Ok(key) => {
+                    *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+                    files.served = contents;
+                    files.failing = None;
+                    self.reloads.with_label_values(&["loaded"]).inc();
+                    return Ok(true);
+                }
+                Err(e) => (Ok(contents), e),
+            },
+            Err(e) => (Err(e.to_string()), e),
+        };
+        match &mut files.failing {
+            Some((seen, reported)) if *seen == observed => {
+                if std::mem::replace(reported, true) {
+                    Ok(false)
+                } else {
+                    self.reloads.with_label_values(&["failed"]).inc();
+                    Err(error)
+                }
+            }
+            _ => {
+                files.failing = Some((observed, false));
+                Ok(false)
+            }
         }
-        let key = certified_key(&self.settings, &contents, &self.provider)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
-        Ok(true)
     }
 
     /// Checks the files every `reload_interval_ms` until `cancel`.
@@ -149,16 +185,20 @@ impl ReloadingCert {
                     () = cancel.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let s = &this.settings;
-                match this.reload() {
+                // File reads block: off the runtime's threads.
+                let cert = this.clone();
+                let Ok(result) = tokio::task::spawn_blocking(move || cert.reload()).await else {
+                    return;
+                };
+                match result {
                     Ok(false) => {}
                     Ok(true) => tracing::info!(
-                        cert = %s.cert_path.display(),
+                        cert = %this.settings.cert_path.display(),
                         "TLS certificate reloaded; new connections get it"
                     ),
                     Err(e) => tracing::warn!(
                         error = %e,
-                        "TLS certificate files changed but did not load; still serving the previous pair"
+                        "TLS certificate files do not load; still serving the previous pair"
                     ),
                 }
             }
@@ -182,9 +222,14 @@ fn certified_key(
     (cert, key): &Contents,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
-        .filter_map(Result::ok)
-        .collect();
+    // Every PEM section must parse: a chain with a broken intermediate is
+    // an error, not a leaf served alone.
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<CertificateDer<'static>>, _>>()
+        .map_err(|e| TlsError::Certificate {
+            path: settings.cert_path.clone(),
+            reason: e.to_string(),
+        })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
             path: settings.cert_path.clone(),

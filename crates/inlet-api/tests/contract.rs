@@ -439,45 +439,7 @@ async fn publisher_backpressure_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn once_shutdown_begins_answers_close_the_kept_alive_connection() {
-    let mut app = spawn_app_with(Options {
-        api: inlet_api::ApiSettings {
-            // Long enough for a busy machine to send the second push
-            // before the listener closes.
-            shutdown_delay_ms: 5_000,
-            keep_alive_s: 30,
-            ..Options::default().api
-        },
-        ..Options::default()
-    })
-    .await;
-    app.wait_ready().await;
-    let key = app.key.expose_secret().to_owned();
-    let body = batch_json(None);
-    let closes = |resp: &reqwest::Response| {
-        resp.headers()
-            .get("connection")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
-    };
-    let resp = app.push_json(Some(&key), &body).await;
-    assert_eq!(resp.status(), 202);
-    assert!(!closes(&resp), "keep-alive while serving: {resp:?}");
-
-    let _ = app.shutdown.take().unwrap().send(());
-    let ready_url = format!("{}/health/ready", app.base);
-    inlet_testkit::wait_until(Duration::from_secs(5), "readiness 503", || async {
-        app.client
-            .get(&ready_url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 503)
-    })
-    .await;
-    // Still served during the shutdown delay, but the client is told to
-    // reconnect (through the balancer, to another instance).
-    let resp = app.push_json(Some(&key), &body).await;
-    assert_eq!(resp.status(), 202);
-    assert!(closes(&resp), "Connection: close while draining: {resp:?}");
-    app.cleanup().await;
+    common::assert_draining_closes_kept_alive_connections(Options::default()).await;
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! TLS on the push listener (`[api.tls]`), with certificates made in the
-//! test: curl pushes over HTTPS, HTTP/2 is chosen by ALPN, and a
+//! test: curl pushes over HTTPS (HTTP/1.1, the one protocol offered by
+//! ALPN), a draining instance closes kept-alive TLS connections, and a
 //! certificate written over the files is served to new connections
 //! without a restart (a broken one is not). `inlet-client` over TLS
 //! against the `inlet api` binary is in `crates/inlet/tests/client_e2e.rs`.
@@ -123,18 +124,19 @@ fn reloads(metrics: &str, outcome: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_pushes_over_https_with_http2_by_alpn_and_checks_the_certificate() {
+async fn curl_pushes_over_https_1_1_and_checks_the_certificate() {
     let ca = Ca::new("inlet test CA");
     let files = Files::new();
     files.write_pair(&ca.server_cert());
     let cacert = files.write_ca("ca.pem", &ca);
     let app = spawn_tls_app(&files, &ca).await;
 
-    // curl offers h2 and http/1.1 by ALPN; the server picks h2.
+    // curl offers h2 and http/1.1 by ALPN; the server offers only
+    // http/1.1 (a draining instance must be able to close connections).
     let c = curl_push(&app, &cacert, &[]);
-    assert_eq!(c.out, "202 2", "curl over HTTPS: {}", c.stderr);
-    let c = curl_push(&app, &cacert, &["--http1.1"]);
-    assert_eq!(c.out, "202 1.1", "curl over HTTPS/1.1: {}", c.stderr);
+    assert_eq!(c.out, "202 1.1", "curl over HTTPS: {}", c.stderr);
+    let c = curl_push(&app, &cacert, &["--http2"]);
+    assert_eq!(c.out, "202 1.1", "curl asking for HTTP/2: {}", c.stderr);
     // The certificate is really checked: a CA curl was not given fails.
     let other = files.write_ca("other.pem", &Ca::new("someone else"));
     let c = curl_push(&app, &other, &[]);
@@ -164,7 +166,7 @@ async fn a_certificate_written_over_the_files_is_served_without_a_restart() {
     let old = files.write_ca("old.pem", &old_ca);
     let new = files.write_ca("new.pem", &new_ca);
     let app = spawn_tls_app(&files, &old_ca).await;
-    assert_eq!(curl_push(&app, &old, &[]).out, "202 2");
+    assert_eq!(curl_push(&app, &old, &[]).out, "202 1.1");
     assert_eq!(
         curl_push(&app, &new, &[]).exit,
         Some(CURL_PEER_FAILED_VERIFICATION)
@@ -174,7 +176,7 @@ async fn a_certificate_written_over_the_files_is_served_without_a_restart() {
     wait_until(
         Duration::from_secs(10),
         "new connections to get the new certificate",
-        || async { curl_push(&app, &new, &[]).out == "202 2" },
+        || async { curl_push(&app, &new, &[]).out == "202 1.1" },
     )
     .await;
     let c = curl_push(&app, &old, &[]);
@@ -183,6 +185,7 @@ async fn a_certificate_written_over_the_files_is_served_without_a_restart() {
 
     // A broken certificate is counted and not served: the last good pair
     // stays in use.
+    let failed = reloads(&app.metrics().await, "failed");
     std::fs::write(
         files.path("cert.pem"),
         "-----BEGIN CERTIFICATE-----\nbroken\n",
@@ -191,14 +194,113 @@ async fn a_certificate_written_over_the_files_is_served_without_a_restart() {
     wait_until(
         Duration::from_secs(10),
         "the broken certificate to be counted as failed",
-        || async { reloads(&app.metrics().await, "failed") >= 1 },
+        || async { reloads(&app.metrics().await, "failed") > failed },
     )
     .await;
-    assert_eq!(curl_push(&app, &new, &[]).out, "202 2");
+    assert_eq!(curl_push(&app, &new, &[]).out, "202 1.1");
     // A file that disappears (mid-rotation) is no reason to stop serving.
+    let failed = reloads(&app.metrics().await, "failed");
     std::fs::remove_file(files.path("cert.pem")).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(curl_push(&app, &new, &[]).out, "202 2");
+    wait_until(
+        Duration::from_secs(10),
+        "the missing certificate to be counted as failed",
+        || async { reloads(&app.metrics().await, "failed") > failed },
+    )
+    .await;
+    assert_eq!(curl_push(&app, &new, &[]).out, "202 1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_closes_kept_alive_tls_connections() {
+    let ca = Ca::new("inlet test CA");
+    let files = Files::new();
+    files.write_pair(&ca.server_cert());
+    common::assert_draining_closes_kept_alive_connections(Options {
+        api: ApiSettings {
+            tls: Some(files.settings(100)),
+            ..Options::default().api
+        },
+        tls_root_pem: Some(ca.pem()),
+        ..Options::default()
+    })
+    .await;
+}
+
+/// A watcher-less `ReloadingCert` on `files`, and its counter.
+fn loaded(files: &Files) -> (std::sync::Arc<ReloadingCert>, prometheus::IntCounterVec) {
+    let counter = ApiMetrics::unregistered().unwrap().tls_reloads;
+    let cert = ReloadingCert::load(&files.settings(1000), counter.clone()).unwrap();
+    (cert, counter)
+}
+
+fn count(counter: &prometheus::IntCounterVec, outcome: &str) -> u64 {
+    counter.with_label_values(&[outcome]).get()
+}
+
+#[test]
+fn a_check_between_a_rotations_two_writes_is_not_a_failure() {
+    let ca = Ca::new("CA");
+    let files = Files::new();
+    files.write_pair(&ca.server_cert());
+    let (cert, counter) = loaded(&files);
+    assert!(!cert.reload().unwrap(), "nothing changed");
+
+    // The new key is written, the certificate not yet: the pair does not
+    // match, but that is a rotation under way, not a failure.
+    let next = ca.server_cert();
+    std::fs::write(files.path("key.pem"), &next.key_pem).unwrap();
+    assert!(!cert.reload().unwrap());
+    assert_eq!(count(&counter, "failed"), 0);
+    std::fs::write(files.path("cert.pem"), &next.cert_pem).unwrap();
+    assert!(cert.reload().unwrap(), "the completed pair loads");
+    assert_eq!(count(&counter, "loaded"), 1);
+    assert_eq!(count(&counter, "failed"), 0);
+}
+
+#[test]
+fn a_pair_that_stays_broken_is_a_failure_reported_once() {
+    let ca = Ca::new("CA");
+    let files = Files::new();
+    files.write_pair(&ca.server_cert());
+    let (cert, counter) = loaded(&files);
+
+    std::fs::write(files.path("cert.pem"), "no certificate").unwrap();
+    assert!(!cert.reload().unwrap(), "first sight: maybe mid-rotation");
+    let err = cert.reload().unwrap_err();
+    assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+    assert!(!cert.reload().unwrap(), "reported once, not every check");
+    assert_eq!(count(&counter, "failed"), 1);
+
+    // A file that cannot be read is a new failure, also reported once.
+    std::fs::remove_file(files.path("cert.pem")).unwrap();
+    assert!(!cert.reload().unwrap());
+    let err = cert.reload().unwrap_err();
+    assert!(matches!(err, TlsError::Read { .. }), "{err}");
+    assert!(!cert.reload().unwrap());
+    assert_eq!(count(&counter, "failed"), 2);
+
+    // A good pair ends it.
+    files.write_pair(&ca.server_cert());
+    assert!(cert.reload().unwrap());
+    assert_eq!(count(&counter, "failed"), 2);
+}
+
+#[test]
+fn a_chain_with_a_section_that_does_not_parse_does_not_load() {
+    let ca = Ca::new("CA");
+    let files = Files::new();
+    let pair = ca.server_cert();
+    files.write_pair(&TestCert {
+        cert_pem: format!(
+            "{}-----BEGIN CERTIFICATE-----\n!!! not base64 !!!\n-----END CERTIFICATE-----\n",
+            pair.cert_pem
+        ),
+        key_pem: pair.key_pem,
+    });
+    let counter = ApiMetrics::unregistered().unwrap().tls_reloads;
+    let err = ReloadingCert::load(&files.settings(1000), counter).unwrap_err();
+    assert!(matches!(err, TlsError::Certificate { .. }), "{err}");
+    assert!(err.to_string().contains("cert.pem"), "{err}");
 }
 
 #[test]

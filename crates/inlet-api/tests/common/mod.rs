@@ -401,3 +401,52 @@ impl TestApp {
         self.amqp.cleanup(&q, &e).await;
     }
 }
+
+/// Spawns the app of `opts` with a long shutdown delay, pushes on a
+/// kept-alive connection, begins shutdown, and checks that the push served
+/// during the delay tells the client (HTTP/1.1, `Connection: close`) to
+/// reconnect, through the balancer, to another instance.
+pub async fn assert_draining_closes_kept_alive_connections(opts: Options) {
+    let mut app = spawn_app_with(Options {
+        api: inlet_api::ApiSettings {
+            // Long enough for a busy machine to send the second push
+            // before the listener closes.
+            shutdown_delay_ms: 5_000,
+            keep_alive_s: 30,
+            ..opts.api.clone()
+        },
+        ..opts
+    })
+    .await;
+    app.wait_ready().await;
+    let key = app.key.expose_secret().to_owned();
+    let body = batch_json(None);
+    let closes = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    };
+    let resp = app.push_json(Some(&key), &body).await;
+    assert_eq!(resp.status(), 202);
+    // A connection that can be told to close: HTTP/2 has no
+    // `Connection` header, and actix-web's HTTP/2 sends no GOAWAY.
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11, "{resp:?}");
+    assert!(!closes(&resp), "keep-alive while serving: {resp:?}");
+
+    let _ = app.shutdown.take().unwrap().send(());
+    let ready_url = format!("{}/health/ready", app.base);
+    inlet_testkit::wait_until(Duration::from_secs(5), "readiness 503", || async {
+        app.client
+            .get(&ready_url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    // Still served during the shutdown delay, but the client is told to
+    // reconnect.
+    let resp = app.push_json(Some(&key), &body).await;
+    assert_eq!(resp.status(), 202);
+    assert!(closes(&resp), "Connection: close while draining: {resp:?}");
+    app.cleanup().await;
+}
