@@ -543,6 +543,70 @@ async fn a_nack_is_an_error_not_a_success() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_nacked_for_two_seconds_get_a_fresh_connection_and_one_ack_resets_the_clock() {
+    let t = TestAmqp::new();
+    let s = settings(&t);
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+    let probe = Probe::new(&t).await;
+    let full = format!("{}.full", t.prefix);
+    let mut args = lapin::types::FieldTable::default();
+    args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    probe
+        .ch
+        .queue_declare(
+            full.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    let refused = || async {
+        publisher
+            .publish_raw(
+                "",
+                &full,
+                b"x",
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+    };
+    let reconnects = || m.reconnects_total.with_label_values(&["publisher"]).get();
+
+    // Nacks with an ack among them: the broker's view works, no reconnect.
+    for _ in 0..30 {
+        assert_eq!(refused().await.unwrap_err(), PublishError::Nacked);
+        publisher.publish(&envelope(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reconnects(), 0, "an ack every 100 ms resets the clock");
+
+    // Nothing but nacks for two seconds: a fresh connection.
+    inlet_testkit::wait_until(
+        Duration::from_secs(10),
+        "the publisher to reconnect after 2 s of nacks",
+        || async {
+            let _ = refused().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            reconnects() >= 1
+        },
+    )
+    .await;
+    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    publisher.publish(&envelope(2)).await.unwrap();
+    probe.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_closed_channel_is_replaced_without_reconnecting() {
     let (_cleanup, m, publisher) = publisher_with_a_channel_closed_by_a_404(2).await;
 

@@ -1,8 +1,9 @@
 //! What the publisher's parts share: [`Inner`] (behind every `Publisher`
 //! clone) and the current [`Link`], the channels publishes use.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use lapin::Channel;
 use lapin::types::ShortString;
@@ -37,6 +38,11 @@ pub(super) struct Inner {
     /// Woken by an unroutable publish: the supervisor declares the
     /// topology again (someone may have deleted a queue or exchange).
     pub(super) redeclare: Notify,
+    /// Since when every publish the broker answered was nacked, as
+    /// milliseconds after `created` plus one (0: the last answer was an
+    /// ack, or there was none). See `NACKED_FOR_RECONNECT`.
+    pub(super) nacked_since: AtomicU64,
+    pub(super) created: Instant,
 }
 
 /// One established connection's channels, as publishes see them.
@@ -95,6 +101,8 @@ impl Inner {
             stop: CancellationToken::new(),
             supervisor: Mutex::new(None),
             redeclare: Notify::new(),
+            nacked_since: AtomicU64::new(0),
+            created: Instant::now(),
         }))
     }
 
@@ -121,6 +129,39 @@ impl Inner {
 
     pub(super) fn set_state(&self, state: ConnectionState) {
         set_state(&self.state_tx, state);
+    }
+
+    /// The broker acked a publish: its view of the queue works.
+    pub(super) fn answered_ack(&self) {
+        if self.nacked_since.load(Ordering::Relaxed) != 0 {
+            self.nacked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The broker nacked a publish: starts the clock, unless running.
+    pub(super) fn answered_nack(&self) {
+        let now = self.created.elapsed().as_millis() as u64 + 1;
+        let _ = self
+            .nacked_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How long every answered publish has been nacked (none: the last
+    /// answer was an ack).
+    pub(super) fn nacked_for(&self) -> Option<Duration> {
+        match self.nacked_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(
+                self.created
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(since - 1)),
+            ),
+        }
+    }
+
+    /// A new link: no answers yet.
+    pub(super) fn forget_answers(&self) {
+        self.nacked_since.store(0, Ordering::Relaxed);
     }
 }
 

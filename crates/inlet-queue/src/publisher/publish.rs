@@ -118,6 +118,7 @@ impl Inner {
         m.publish_duration_seconds.observe(elapsed.as_secs_f64());
         let outcome = match result {
             Ok(Ok(Confirmation::Ack(None))) => {
+                self.answered_ack();
                 m.outcomes.ack.inc();
                 return Ok(Confirmed { elapsed });
             }
@@ -140,7 +141,10 @@ impl Inner {
                     reply_text: ret.reply_text.to_string(),
                 }
             }
-            Ok(Ok(Confirmation::Nack(_))) => PublishError::Nacked,
+            Ok(Ok(Confirmation::Nack(_))) => {
+                self.answered_nack();
+                PublishError::Nacked
+            }
             Ok(Ok(Confirmation::NotRequested)) => {
                 // Every publisher channel is put in confirm mode before it
                 // is used; this would be a bug, and is not a confirm.

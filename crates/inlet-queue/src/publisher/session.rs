@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection, Event};
 use tracing::{debug, info, warn};
@@ -85,6 +85,7 @@ impl Supervised for Inner {
     /// Publishes the link: publishes use it from now on.
     fn start<'c>(&'c self, conn: &'c Connection, link: Arc<Link>) -> PubSession<'c> {
         let flags = link.conn.clone();
+        self.forget_answers();
         self.set_link(Some(link));
         PubSession {
             inner: self,
@@ -94,6 +95,11 @@ impl Supervised for Inner {
         }
     }
 }
+
+/// How long every publish may be nacked before the connection is replaced.
+/// A queue refusing for a reason of its own (`reject-publish` at its
+/// length limit) costs a reconnect this often, which is harmless.
+const NACKED_FOR_RECONNECT: Duration = Duration::from_secs(2);
 
 /// One connection of a publisher.
 pub(super) struct PubSession<'c> {
@@ -150,6 +156,18 @@ impl Session for PubSession<'_> {
     }
 
     async fn check(&mut self) -> Step {
+        // A quorum queue whose leader moved can leave a channel whose
+        // every publish is nacked while new connections publish fine
+        // (seen in resilience scenario 17: 503 `queue_nacked` for a
+        // minute after the leader's node was killed). A fresh connection
+        // gets a fresh view of the queue.
+        if let Some(nacked) = self.inner.nacked_for()
+            && nacked >= NACKED_FOR_RECONNECT
+        {
+            return Step::Break(Ended::Lost(format!(
+                "every publish answered in the last {nacked:?} was nacked; reconnecting"
+            )));
+        }
         match repair_channels(self.inner, self.conn).await {
             Ok(()) => Step::Continue(()),
             Err(reason) => Step::Break(Ended::Lost(reason)),
