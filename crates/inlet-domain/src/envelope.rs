@@ -19,6 +19,19 @@
 //!
 //! The body is forwarded as the agent compressed it: the API decompresses
 //! only to validate, and the broker carries the smaller form.
+//!
+//! # Combined messages ("bundles"), version 1
+//!
+//! Concurrent pushes may travel as one broker message ([`Bundle`]): each
+//! part is a whole envelope as above, so every push keeps its own message
+//! id, idempotency key, auth mode and (in the worker) its own fate.
+//!
+//! ```text
+//! 0  4  magic "INLB"
+//! 4  1  bundle version (1)
+//! 5  2  number of parts p (u16, at least 1)
+//! 7  .. p times: part length (u32), then that many bytes (an envelope)
+//! ```
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -33,6 +46,14 @@ const FIXED_LEN: usize = 71;
 
 /// MIME type of an encoded envelope (AMQP `content-type`).
 pub const ENVELOPE_CONTENT_TYPE: &str = "application/vnd.inlet.envelope.v1";
+
+const BUNDLE_MAGIC: &[u8; 4] = b"INLB";
+const BUNDLE_VERSION: u8 = 1;
+/// The most parts a bundle can hold (its count is a u16).
+pub const MAX_BUNDLE_PARTS: usize = u16::MAX as usize;
+
+/// MIME type of an encoded bundle (AMQP `content-type`).
+pub const BUNDLE_CONTENT_TYPE: &str = "application/vnd.inlet.bundle.v1";
 
 /// One accepted push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +230,102 @@ impl Envelope {
     }
 }
 
+/// A combined message being built: encoded envelopes, appended one by one.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    bytes: Vec<u8>,
+    parts: usize,
+}
+
+impl Default for Bundle {
+    fn default() -> Self {
+        Bundle::new()
+    }
+}
+
+impl Bundle {
+    /// An empty bundle.
+    pub fn new() -> Bundle {
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(BUNDLE_MAGIC);
+        bytes.push(BUNDLE_VERSION);
+        bytes.extend_from_slice(&[0, 0]);
+        Bundle { bytes, parts: 0 }
+    }
+
+    /// Appends one encoded envelope. `false` (and nothing appended) when
+    /// the bundle already holds [`MAX_BUNDLE_PARTS`].
+    pub fn push(&mut self, envelope: &[u8]) -> bool {
+        if self.parts == MAX_BUNDLE_PARTS {
+            return false;
+        }
+        self.bytes
+            .extend_from_slice(&(envelope.len() as u32).to_be_bytes());
+        self.bytes.extend_from_slice(envelope);
+        self.parts += 1;
+        self.bytes[5..7].copy_from_slice(&(self.parts as u16).to_be_bytes());
+        true
+    }
+
+    /// Parts appended so far.
+    pub fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// Bytes the encoded bundle takes so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether no part was appended.
+    pub fn is_empty(&self) -> bool {
+        self.parts == 0
+    }
+
+    /// The encoded bundle.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Whether `bytes` are a bundle (by their magic), rather than a single
+    /// envelope.
+    pub fn is_bundle(bytes: &[u8]) -> bool {
+        bytes.starts_with(BUNDLE_MAGIC)
+    }
+
+    /// Splits an encoded bundle into its parts (each to be decoded with
+    /// [`Envelope::decode`] on its own, so one bad part does not take its
+    /// neighbours with it).
+    pub fn split(bytes: &[u8]) -> Result<Vec<&[u8]>, EnvelopeError> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != BUNDLE_MAGIC {
+            return Err(EnvelopeError::BadMagic);
+        }
+        let version = r.u8()?;
+        if version != BUNDLE_VERSION {
+            return Err(EnvelopeError::Version(version));
+        }
+        let count = u16::from_be_bytes(r.array()?) as usize;
+        if count == 0 {
+            return Err(EnvelopeError::Field { field: "parts" });
+        }
+        // Each part takes at least its 4-byte length: a count the bytes
+        // cannot hold is refused before anything is allocated for it.
+        if count > r.0.len() / 4 {
+            return Err(EnvelopeError::Truncated);
+        }
+        let mut parts = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = u32::from_be_bytes(r.array()?) as usize;
+            parts.push(r.take(len)?);
+        }
+        if !r.0.is_empty() {
+            return Err(EnvelopeError::Trailing);
+        }
+        Ok(parts)
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -325,10 +442,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_bundle_splits_into_its_envelopes() {
+        let (a, b) = (sample(), sample());
+        let mut bundle = Bundle::new();
+        assert!(bundle.is_empty());
+        assert!(bundle.push(&a.encode()));
+        assert!(bundle.push(&b.encode()));
+        assert_eq!(bundle.parts(), 2);
+        let bytes = bundle.into_bytes();
+        assert!(Bundle::is_bundle(&bytes));
+        assert!(!Bundle::is_bundle(&a.encode()));
+        let parts = Bundle::split(&bytes).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(Envelope::decode(parts[0]), Ok(a));
+        assert_eq!(Envelope::decode(parts[1]), Ok(b));
+    }
+
+    #[test]
+    fn a_corrupt_bundle_is_rejected() {
+        let mut bundle = Bundle::new();
+        bundle.push(&sample().encode());
+        let bytes = bundle.into_bytes();
+        assert_eq!(
+            Bundle::split(&bytes[..bytes.len() - 1]),
+            Err(EnvelopeError::Truncated)
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Bundle::split(&longer), Err(EnvelopeError::Trailing));
+        let mut v = bytes.clone();
+        v[4] = 2;
+        assert_eq!(Bundle::split(&v), Err(EnvelopeError::Version(2)));
+        assert_eq!(
+            Bundle::split(&Bundle::new().into_bytes()),
+            Err(EnvelopeError::Field { field: "parts" })
+        );
+        // A count far larger than the bytes can hold.
+        let mut v = Bundle::new().into_bytes();
+        v[5..7].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(Bundle::split(&v), Err(EnvelopeError::Truncated));
+        assert_eq!(Bundle::split(b"INLE"), Err(EnvelopeError::BadMagic));
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = Envelope::decode(&bytes);
+            let _ = Bundle::split(&bytes);
         }
 
         #[test]

@@ -16,7 +16,8 @@
 //! - [`batch`]: the push batch, wire form ([`WireBatch`]) and validated
 //!   form ([`Batch`]), with [`BatchLimits`] and field-path violations.
 //! - [`encoding`]: body [`ContentEncoding`]s and bounded decompression.
-//! - [`envelope`]: the queue [`Envelope`] and its binary encoding.
+//! - [`envelope`]: the queue [`Envelope`] and its binary encoding, and the
+//!   [`Bundle`] that carries several in one broker message.
 //! - [`problem`]: the push API's error document ([`Problem`],
 //!   [`FieldError`]), written by the API and read by agents.
 //! - [`time`]: [`Minute`] buckets, the [`DurationHistogram`] layout, and
@@ -65,7 +66,9 @@ pub use batch::{
     WireMetric, WireTransaction, WireTransactionError,
 };
 pub use encoding::{ContentEncoding, DecodeError, UnsupportedEncoding};
-pub use envelope::{ENVELOPE_CONTENT_TYPE, Envelope, EnvelopeError};
+pub use envelope::{
+    BUNDLE_CONTENT_TYPE, Bundle, ENVELOPE_CONTENT_TYPE, Envelope, EnvelopeError, MAX_BUNDLE_PARTS,
+};
 pub use ids::{AccountId, AppName, Environment, InvalidDigest, InvalidName, KeyDigest};
 pub use key::{
     ApiKey, KEY_MAX_LEN, KEY_PREFIX, KeyError, KeyId, KeyIssuer, KeyVerifier, Provenance,
