@@ -56,8 +56,8 @@ OTLP_SPANS = 8
 # BENCH_ONLY=otlp measures only the OTLP comparison (and its criterion
 # bench) and prints its report section; docs/benchmarks.md is not written.
 ONLY = os.environ.get("BENCH_ONLY", "")
-if ONLY not in ("", "otlp", "worker", "sustained"):
-    raise SystemExit(f"BENCH_ONLY={ONLY}: only 'otlp', 'worker', 'sustained' (or unset) are known")
+if ONLY not in ("", "otlp", "worker", "sustained", "push"):
+    raise SystemExit(f"BENCH_ONLY={ONLY}: only 'otlp', 'worker', 'sustained', 'push' (or unset) are known")
 # The worker is measured at these shapes (transactions per message: a
 # real agent's small, frequent batches up to large ones), each with
 # enough messages to run for seconds.
@@ -325,7 +325,8 @@ def push_path(body_path):
     broker's speed drifts between runs on a shared machine (queue deletes,
     WAL roll-overs), so one run of each can compare a fast (b) with a slow
     (c) or the other way round. The report uses the median run of each and
-    lists every run."""
+    lists every run. (d) is (c) with combining off, for the combining
+    comparison."""
     log("push path: bare actix")
     port = free_port()
     bare = subprocess.Popen([str(REL / "bare-actix"), f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -338,9 +339,9 @@ def push_path(body_path):
 
     size = Path(body_path).stat().st_size
     seconds = float(DURATION.rstrip("s"))
-    by_depth = {}
+    by_depth, off_by_depth = {}, {}
     for depth in PUSH_DEPTHS:
-        bs, cs = [], []
+        bs, cs, ds = [], [], []
         for i in range(PUSH_RUNS):
             log(f"push path at depth {depth}: bare lapin publish, run {i + 1}/{PUSH_RUNS}")
             settle_broker()
@@ -353,14 +354,33 @@ def push_path(body_path):
             bs.append(b)
 
             log(f"push path at depth {depth}: inlet /v1/push, cached key, run {i + 1}/{PUSH_RUNS}")
-            stack = Stack(f"push{depth}-{i}")
-            lua = write_lua(body_path, stack.keys, f"inlet{depth}-{i}")
-            c = measured_wrk(stack.proc.pid, stack.url(), lua,
-                             f"(c) Inlet /v1/push, cached key, {depth} connections, run {i + 1}", depth)
-            stack.close()
-            cs.append(c)
+            cs.append(inlet_push(body_path, f"push{depth}-{i}", depth,
+                                 f"(c) Inlet /v1/push, cached key, {depth} connections, run {i + 1}"))
+            log(f"push path at depth {depth}: inlet /v1/push, combining off, run {i + 1}/{PUSH_RUNS}")
+            ds.append(inlet_push(body_path, f"push{depth}-off-{i}", depth,
+                                 f"(d) Inlet /v1/push, combining off, {depth} connections, run {i + 1}",
+                                 COMBINING_OFF))
         by_depth[depth] = (bs, cs)
-    return a, by_depth
+        off_by_depth[depth] = ds
+    return a, by_depth, off_by_depth
+
+
+# `[queue] combine_max_parts = 1`: every push its own broker message.
+COMBINING_OFF = {"INLET__QUEUE__COMBINE_MAX_PARTS": "1"}
+
+
+def inlet_push(body_path, name, depth, title, extra_env=None):
+    """One wrk run against a fresh `inlet api`; also how many pushes each
+    broker message carried (`inlet_queue_publish_parts`, warm-up
+    included)."""
+    stack = Stack(name, extra_env)
+    lua = write_lua(body_path, stack.keys, name)
+    r = measured_wrk(stack.proc.pid, stack.url(), lua, title, depth)
+    page = scrape(stack.url("/metrics"))
+    r["pushes_per_message"] = (metric_sum(page, "inlet_queue_publish_parts_sum")
+                               / max(metric_sum(page, "inlet_queue_publish_parts_count"), 1))
+    stack.close()
+    return r
 
 
 PUSH_KEYS = int(os.environ.get("BENCH_PUSH_KEYS", "200"))
@@ -438,6 +458,14 @@ def main():
         print("\n".join(sustained_summary_rows(r) + [""] + sustained_section(r)))
         log("BENCH_ONLY=sustained: printed the sustained section; docs/benchmarks.md was not written")
         return
+    if ONLY == "push":
+        body_path = Path(tempfile.gettempdir()) / f"{RUN_ID}-body.json"
+        body_path.write_text(subprocess.run([sys.executable, "-c", BODY_SCRIPT], check=True,
+                                            capture_output=True, text=True).stdout)
+        _, by_depth, off = push_path(body_path)
+        print("\n".join(combining_summary_rows(by_depth, off) + [""] + combining_section(by_depth, off)))
+        log("BENCH_ONLY=push: printed the combining comparison; docs/benchmarks.md was not written")
+        return
     if ONLY == "worker":
         worker = worker_shapes()
         print("\n".join(worker_summary_rows(worker) + [""] + worker_section(worker)))
@@ -448,7 +476,7 @@ def main():
     body_path.write_text(body)
     log(f"push body: {len(body)} bytes")
 
-    a, by_depth = push_path(body_path)
+    a, by_depth, off = push_path(body_path)
 
     log("OTLP comparison")
     otlp = otlp_vs_push()
@@ -491,7 +519,8 @@ def main():
     log("criterion micro-benchmarks")
     crit = run_criterion()
 
-    write_report(docs, a, by_depth, otlp, designs, through_push, worker, sustained, syncs, crit, len(body), PUSH_KEYS)
+    write_report(docs, a, by_depth, off, otlp, designs, through_push, worker, sustained, syncs, crit, len(body),
+                 PUSH_KEYS)
     log(f"wrote {docs}")
 
 
@@ -982,7 +1011,50 @@ def otlp_section(otlp, crit):
     return lines
 
 
-def write_report(path, a, by_depth, otlp, designs, through_push, worker, sustained, syncs, crit, body_bytes, push_keys):
+def combining_figures(by_depth, off):
+    """Per depth: the median runs of (b) bare publish, (c) combining on and
+    (d) combining off."""
+    return {d: (median_run(bs, "msgs_per_s"), median_run(cs, "rps"), median_run(off[d], "rps"))
+            for d, (bs, cs) in by_depth.items()}
+
+
+def combining_summary_rows(by_depth, off):
+    rows = []
+    for d, (b, c, o) in combining_figures(by_depth, off).items():
+        bad = sum(r["non2xx"] for r in by_depth[d][1])
+        ratio = c["rps"] / b["msgs_per_s"]
+        rows.append(f"| push, combining on: ≥ 1.5× the bare one-message-per-push confirmed-publish ceiling at depth {d}, "
+                    f"p99 < 25 ms, every answer 2xx | {ratio:.2f}× ({c['rps']:.0f} req/s vs {b['msgs_per_s']:.0f} msgs/s), "
+                    f"p99 {c['p99']:.1f} ms, {c['pushes_per_message']:.1f} pushes per message, {bad} non-2xx; "
+                    f"combining off: {o['rps'] / b['msgs_per_s']:.2f}× | "
+                    f"{verdict(ratio >= 1.5 and c['p99'] is not None and c['p99'] < 25 and bad == 0)} |")
+    return rows
+
+
+def combining_section(by_depth, off):
+    lines = ["## Combining pushes into fewer broker messages", ""]
+    w = lines.append
+    w("(c) is `/v1/push` as configured by default (`queue.combine_max_parts` 64, `combine_linger_us`")
+    w("1000): while publishes await confirms, concurrent pushes share one broker message. (d) is the")
+    w("same with `combine_max_parts = 1`, one message per push. (b) is bare lapin publishing one")
+    w("confirmed message per push: the ceiling of one-message-per-push designs. Runs interleaved with")
+    w("the push path's; medians:")
+    w("")
+    w("| depth | (b) msgs/s | (c) on req/s | (c) p50 / p99 ms | pushes per message | (d) off req/s | (d) p50 / p99 ms | (c) / (b) | (c) / (d) | RabbitMQ µs CPU per push, on / off |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for d, (b, c, o) in combining_figures(by_depth, off).items():
+        w(f"| {d} | {b['msgs_per_s']:.0f} | {c['rps']:.0f} | {c['p50']:.2f} / {c['p99']:.2f} | {c['pushes_per_message']:.1f} | "
+          f"{o['rps']:.0f} | {o['p50']:.2f} / {o['p99']:.2f} | {c['rps'] / b['msgs_per_s']:.2f}× | {c['rps'] / o['rps']:.2f}× | "
+          f"{c['cores_broker'] / max(c['rps'], 1) * 1e6:.0f} / {o['cores_broker'] / max(o['rps'], 1) * 1e6:.0f} |")
+    w("")
+    w("Every (d) run: " + "; ".join(
+        f"depth {d} run {i + 1}: {r['rps']:.0f} req/s, p99 {r['p99']:.1f} ms, {r['non2xx']} non-2xx"
+        for d, runs in off.items() for i, r in enumerate(runs)) + ".")
+    w("")
+    return lines
+
+
+def write_report(path, a, by_depth, off, otlp, designs, through_push, worker, sustained, syncs, crit, body_bytes, push_keys):
     medians = {d: (median_run(bs, "msgs_per_s"), median_run(cs, "rps")) for d, (bs, cs) in by_depth.items()}
     b, c = medians[CONNECTIONS]
     bs, cs = by_depth[CONNECTIONS]
@@ -1036,6 +1108,8 @@ def write_report(path, a, by_depth, otlp, designs, through_push, worker, sustain
         bad = non2xx[d]
         w(f"| push: Inlet ≥ 80% of min(bare actix, bare publish) in req/s, both at depth {d}, every answer 2xx | {ratios[d]:.0%} ({mc['rps']:.0f} vs min({a['rps']:.0f}, {mb['msgs_per_s']:.0f}); {runs} of (b) and (c)); {bad} non-2xx answers in (c) at this depth | {verdict(ratios[d] >= 0.8 and bad == 0)} |")
     w(f"| push: p99 < 25 ms at {CONNECTIONS} connections, every answer 2xx | {c['p99']:.1f} ms (median run; worst run {c_worst_p99:.1f} ms); {non2xx[CONNECTIONS]} non-2xx answers | {verdict(c['p99'] is not None and c['p99'] < 25 and non2xx[CONNECTIONS] == 0)} |")
+    for row in combining_summary_rows(by_depth, off):
+        w(row)
     w(f"| push: API peak RSS < 100 MiB under load | {c_peak_rss:.0f} MiB (highest of the runs) | {verdict(c_peak_rss < 100)} |")
     for line in otlp_summary_rows(otlp):
         w(line)
@@ -1086,6 +1160,8 @@ def write_report(path, a, by_depth, otlp, designs, through_push, worker, sustain
     for line in cores_prose(a, medians, by_depth, push_ratio):
         w(line)
     w("")
+    for line in combining_section(by_depth, off):
+        w(line)
     for line in otlp_section(otlp, crit):
         w(line)
     w("## Auth designs: the incident's history side by side")
