@@ -91,6 +91,8 @@ pub use consumer::{
 };
 pub use error::{PublishError, QueueError, UnavailableReason};
 pub use metrics::{QueueMetrics, Role};
-pub use publisher::{Confirmed, HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, Publisher};
+pub use publisher::{
+    Confirmed, HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, HEADER_PARTS, Publisher,
+};
 pub use settings::{InvalidSetting, QueueSettings, QueueType};
 pub use topology::Names;

@@ -55,6 +55,10 @@ pub struct QueueMetrics {
     /// `inlet_queue_publish_total{outcome}`: publishes by outcome, one of
     /// `ack`, `nack`, `returned`, `timeout`, `unavailable`, `backpressure`.
     pub publish_total: IntCounterVec,
+    /// `inlet_queue_publish_parts` (histogram, no labels): pushes per
+    /// message published by `Publisher::publish` (1 unless pushes were
+    /// combined; see `combine_max_parts`).
+    pub publish_parts: Histogram,
     /// `inlet_queue_publish_in_flight` (gauge, no labels): publishes
     /// awaiting a confirm right now, over all publishers of the process.
     pub publish_in_flight: IntGauge,
@@ -104,6 +108,7 @@ impl QueueMetrics {
         vec![
             Box::new(self.publish_duration_seconds.clone()),
             Box::new(self.publish_total.clone()),
+            Box::new(self.publish_parts.clone()),
             Box::new(self.publish_in_flight.clone()),
             Box::new(self.reconnects_total.clone()),
             Box::new(self.connection_up.clone()),
@@ -174,9 +179,17 @@ impl QueueMetrics {
             ),
             &["reason"],
         )?;
+        let publish_parts = Histogram::with_opts(
+            HistogramOpts::new(
+                "inlet_queue_publish_parts",
+                "Pushes per published message (above 1 when pushes were combined).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?;
         Ok(QueueMetrics {
             publish_duration_seconds,
             publish_total,
+            publish_parts,
             publish_in_flight: IntGauge::new(
                 "inlet_queue_publish_in_flight",
                 "Publishes awaiting a broker confirm.",

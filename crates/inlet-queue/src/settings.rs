@@ -86,6 +86,22 @@ pub struct QueueSettings {
     /// refused at once with `Backpressure` instead of queueing, so a slow
     /// broker sheds load rather than growing memory. Default: 4096.
     pub max_in_flight: usize,
+    /// Most pushes [`Publisher::publish`](crate::Publisher::publish)
+    /// combines into one broker message (a bundle). While earlier
+    /// publishes await their confirms, a push waits up to
+    /// `combine_linger_us` for others to join it; each push is still
+    /// answered only once the message holding it is confirmed, and keeps
+    /// its own envelope (idempotency key, auth mode, and its own fate in
+    /// the worker). With nothing in flight a push is published at once, on
+    /// its own. 1 turns combining off. Default: 64.
+    pub combine_max_parts: usize,
+    /// Largest combined message, bytes (envelopes and their framing). A
+    /// push whose envelope takes more than half of it is published on its
+    /// own. Default: 262144.
+    pub combine_max_bytes: usize,
+    /// How long a combined message waits for more pushes, microseconds
+    /// (only while earlier publishes await their confirms). Default: 1000.
+    pub combine_linger_us: u64,
     /// AMQP channels in confirm mode per publisher connection; publishes go
     /// round-robin over them. Default: 1: every channel shares the
     /// connection's one socket and I/O loop anyway, and on one channel the
@@ -133,6 +149,9 @@ impl Default for QueueSettings {
             connect_timeout_ms: 5000,
             confirm_timeout_ms: 5000,
             max_in_flight: 4096,
+            combine_max_parts: 64,
+            combine_max_bytes: 256 * 1024,
+            combine_linger_us: 1000,
             publisher_channels: 1,
             reconnect_initial_ms: 100,
             reconnect_max_ms: 2000,
@@ -155,6 +174,12 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> Result<(), Invali
 
 /// Most channels a publisher may open (well below RabbitMQ's channel_max).
 const MAX_PUBLISHER_CHANNELS: usize = 64;
+/// Bounds of `combine_max_bytes`: room for a few small pushes, and well
+/// below RabbitMQ's default `max_message_size` (128 MiB).
+const MIN_COMBINE_BYTES: usize = 4096;
+const MAX_COMBINE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest `combine_linger_us`: 100 ms.
+const MAX_COMBINE_LINGER_US: u64 = 100_000;
 /// Largest delay accepted: `x-message-ttl` is sent as a signed 32-bit int.
 const MAX_DELAY_MS: u64 = i32::MAX as u64;
 
@@ -191,6 +216,27 @@ impl QueueSettings {
         }
         if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
             return invalid("max_in_flight", "too large");
+        }
+        if self.combine_max_parts == 0 || self.combine_max_parts > inlet_domain::MAX_BUNDLE_PARTS {
+            return invalid(
+                "combine_max_parts",
+                format!(
+                    "must be between 1 (off) and {}",
+                    inlet_domain::MAX_BUNDLE_PARTS
+                ),
+            );
+        }
+        if !(MIN_COMBINE_BYTES..=MAX_COMBINE_BYTES).contains(&self.combine_max_bytes) {
+            return invalid(
+                "combine_max_bytes",
+                format!("must be between {MIN_COMBINE_BYTES} and {MAX_COMBINE_BYTES}"),
+            );
+        }
+        if self.combine_linger_us > MAX_COMBINE_LINGER_US {
+            return invalid(
+                "combine_linger_us",
+                format!("must be at most {MAX_COMBINE_LINGER_US} (every combined push waits it)"),
+            );
         }
         if self.publisher_channels == 0 || self.publisher_channels > MAX_PUBLISHER_CHANNELS {
             return invalid(
@@ -244,6 +290,17 @@ impl QueueSettings {
     /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Whether [`Publisher::publish`](crate::Publisher::publish) combines
+    /// pushes (`combine_max_parts` above 1).
+    pub fn combines(&self) -> bool {
+        self.combine_max_parts > 1
+    }
+
+    /// `combine_linger_us` as a duration.
+    pub fn combine_linger(&self) -> Duration {
+        Duration::from_micros(self.combine_linger_us)
     }
 
     /// `confirm_timeout_ms` as a duration.

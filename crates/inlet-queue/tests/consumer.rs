@@ -206,3 +206,189 @@ async fn poison_beyond_the_delivery_limit_is_dead_lettered_by_the_broker() {
     probe.close().await;
     publisher.close().await;
 }
+
+/// Publishes `parts` (encoded envelopes, or any bytes) as one bundle, the
+/// way `Publisher::publish` combines concurrent pushes.
+async fn publish_bundle(publisher: &inlet_queue::Publisher, parts: &[Vec<u8>]) {
+    let mut bundle = inlet_domain::Bundle::new();
+    for p in parts {
+        assert!(bundle.push(p));
+    }
+    let names = publisher.names();
+    let props = BasicProperties::default()
+        .with_message_id("bundle-1".into())
+        .with_content_type(inlet_domain::BUNDLE_CONTENT_TYPE.into())
+        .with_delivery_mode(2);
+    publisher
+        .publish_raw(
+            &names.exchange,
+            &names.routing_key,
+            &bundle.into_bytes(),
+            props,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_push_of_a_bundle_is_settled_on_its_own() {
+    let t = TestAmqp::new();
+    let s = QueueSettings {
+        retry_delays_ms: vec![100],
+        ..settings(&t)
+    };
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+    let names = publisher.names().clone();
+    let (fine, flaky, bad) = (envelope(1), envelope(2), envelope(3));
+    let other = envelope(4);
+    let garbage = b"not an envelope".to_vec();
+    publish_bundle(
+        &publisher,
+        &[
+            fine.encode(),
+            flaky.encode(),
+            bad.encode(),
+            garbage.clone(),
+            other.encode(),
+        ],
+    )
+    .await;
+
+    let stop = CancellationToken::new();
+    let mut consumer = Consumer::start(s.clone(), m.clone(), stop.clone()).unwrap();
+    // One Incoming per push, in order, each as if published alone.
+    let mut parts = Vec::new();
+    for _ in 0..5 {
+        parts.push(next_within(&mut consumer, 10).await);
+    }
+    for (part, want) in parts.iter().zip([&fine, &flaky, &bad]) {
+        assert_eq!(part.envelope.as_ref().unwrap(), want);
+        assert_eq!(part.message_id, Some(want.message_id.to_string()));
+        assert_eq!(
+            part.header_str(inlet_queue::HEADER_ACCOUNT).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(part.attempt, 1);
+    }
+    assert!(parts[3].envelope.is_err(), "a bad part is bad alone");
+    assert_eq!(parts[4].envelope.as_ref().unwrap(), &other);
+    let mut parts = parts.into_iter();
+    let [p_fine, p_flaky, p_bad, p_garbage, p_other] =
+        std::array::from_fn(|_| parts.next().unwrap());
+    p_fine.ack().await.unwrap();
+    assert!(matches!(
+        p_flaky.retry("transient: database timeout").await.unwrap(),
+        RetryOutcome::Scheduled { attempt: 2, .. }
+    ));
+    p_bad.dead_letter("invalid_batch: no").await.unwrap();
+    p_garbage
+        .dead_letter("undecodable: not an envelope")
+        .await
+        .unwrap();
+    // The delivery is acked with its last part, not before.
+    assert_eq!(m.consumer_acks_total.get(), 0);
+    p_other.ack().await.unwrap();
+    assert_eq!(m.consumer_acks_total.get(), 1);
+
+    // Only the retried push comes back, alone, as attempt 2.
+    let again = next_within(&mut consumer, 10).await;
+    assert_eq!(again.envelope.as_ref().unwrap(), &flaky);
+    assert_eq!(again.attempt, 2);
+    assert_eq!(
+        again
+            .properties()
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some(inlet_domain::ENVELOPE_CONTENT_TYPE)
+    );
+    again.ack().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), consumer.next())
+            .await
+            .is_err(),
+        "nothing else is delivered again"
+    );
+    stop.cancel();
+    consumer.shutdown().await;
+
+    // The dead-letter queue holds exactly the two bad pushes, each alone.
+    let probe = Probe::new(&t).await;
+    let dead = probe
+        .drain_at_least(&names.dead_queue, 2, Duration::from_secs(10))
+        .await;
+    assert_eq!(dead.len(), 2);
+    let bad_copy = dead
+        .iter()
+        .find(|d| message_id(d) == bad.message_id.to_string())
+        .expect("the bad push, under its own message id");
+    assert_eq!(
+        inlet_domain::Envelope::decode(&bad_copy.delivery.data).unwrap(),
+        bad
+    );
+    assert_eq!(
+        header_str(bad_copy, inlet_queue::HEADER_ACCOUNT).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        header_str(bad_copy, HEADER_DEATH_REASON).as_deref(),
+        Some("invalid_batch: no")
+    );
+    let garbage_copy = dead
+        .iter()
+        .find(|d| d.delivery.data == garbage)
+        .expect("the undecodable part, as it came");
+    assert!(header_str(garbage_copy, HEADER_DEATH_REASON).is_some());
+    for q in names.all_queues() {
+        assert_eq!(probe.count(q).await, 0, "{q} is empty");
+    }
+    probe.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_a_bundle_handed_back_brings_the_whole_bundle_back() {
+    let t = TestAmqp::new();
+    let s = settings(&t);
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+    let (a, b) = (envelope(1), envelope(2));
+    publish_bundle(&publisher, &[a.encode(), b.encode()]).await;
+
+    let stop = CancellationToken::new();
+    let mut consumer = Consumer::start(s.clone(), m.clone(), stop.clone()).unwrap();
+    let first = next_within(&mut consumer, 10).await;
+    let second = next_within(&mut consumer, 10).await;
+    // `a` is done (its effect durable, say); `b` must wait.
+    first.ack().await.unwrap();
+    second.requeue().await.unwrap();
+    assert_eq!(m.consumer_acks_total.get(), 0);
+    // Both come back: the broker knows one delivery. The worker recognises
+    // `a` as a duplicate by its dedup key.
+    let again: Vec<_> = [
+        next_within(&mut consumer, 10).await,
+        next_within(&mut consumer, 10).await,
+    ]
+    .into();
+    let ids: Vec<_> = again
+        .iter()
+        .map(|i| i.envelope.as_ref().unwrap().message_id)
+        .collect();
+    assert_eq!(ids, vec![a.message_id, b.message_id]);
+    assert!(again.iter().all(|i| i.redelivered));
+    for i in again {
+        i.ack().await.unwrap();
+    }
+    assert_eq!(m.consumer_acks_total.get(), 1);
+    assert_eq!(m.consumer_requeues_total.get(), 1);
+    assert_eq!(m.consumer_deliveries_total.get(), 2);
+    stop.cancel();
+    consumer.shutdown().await;
+    let probe = Probe::new(&t).await;
+    assert_eq!(probe.count(&publisher.names().queue).await, 0);
+    probe.close().await;
+    publisher.close().await;
+}

@@ -218,3 +218,108 @@ async fn closed_publisher_drains_in_flight_then_refuses() {
     assert_eq!(probe.count(&publisher.names().queue).await, ok);
     probe.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_are_combined_and_consumed_one_by_one_exactly_once() {
+    const PUSHES: usize = 2_000;
+    let t = TestAmqp::new();
+    let s = inlet_queue::QueueSettings {
+        combine_max_parts: 64,
+        combine_linger_us: 2_000,
+        ..settings(&t)
+    };
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+    let envelopes: Arc<Vec<Envelope>> = Arc::new((0..PUSHES).map(envelope).collect());
+    let results: Vec<_> = futures::stream::iter(0..PUSHES)
+        .map(|i| {
+            let p = publisher.clone();
+            let envs = envelopes.clone();
+            async move { p.publish(&envs[i]).await }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok), "every push confirmed");
+    // Fewer, fuller messages: every push in exactly one of them.
+    let messages = m.publish_total.with_label_values(&["ack"]).get();
+    assert_eq!(m.publish_parts.get_sample_sum() as usize, PUSHES);
+    assert_eq!(m.publish_parts.get_sample_count(), messages);
+    assert!(
+        messages * 4 <= PUSHES as u64,
+        "{messages} messages for {PUSHES} pushes: hardly combined"
+    );
+
+    // The consumer hands out every push alone, as it was published.
+    let expected: HashMap<String, &Envelope> = envelopes
+        .iter()
+        .map(|e| (e.message_id.to_string(), e))
+        .collect();
+    let stop = CancellationToken::new();
+    let mut consumer = Consumer::start(s.clone(), m.clone(), stop.clone()).unwrap();
+    let mut seen = HashSet::new();
+    let consume = async {
+        while seen.len() < PUSHES {
+            let incoming = consumer.next().await.expect("consumer ended early");
+            let id = incoming.message_id.clone().expect("the push's message id");
+            let env = incoming.envelope.as_ref().expect("decodable envelope");
+            assert_eq!(env, *expected.get(&id).expect("an id we published"));
+            assert_eq!(
+                incoming
+                    .properties()
+                    .content_type()
+                    .as_ref()
+                    .map(|c| c.as_str()),
+                Some(ENVELOPE_CONTENT_TYPE)
+            );
+            assert_eq!(incoming.header_str(HEADER_ACCOUNT).as_deref(), Some("acme"));
+            assert_eq!(
+                incoming.header_str(HEADER_AUTH_MODE).as_deref(),
+                Some("confirmed")
+            );
+            assert!(seen.insert(id), "a push handed out twice");
+            incoming.ack().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), consume)
+        .await
+        .expect("consumed all within 2 minutes");
+    assert_eq!(m.consumer_deliveries_total.get(), messages);
+    assert_eq!(m.consumer_acks_total.get(), messages, "one ack per message");
+    stop.cancel();
+    consumer.shutdown().await;
+    publisher.close().await;
+    let probe = Probe::new(&t).await;
+    assert_eq!(
+        probe.count(&publisher.names().queue).await,
+        0,
+        "nothing left"
+    );
+    probe.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_with_nothing_in_flight_goes_alone_at_once() {
+    let t = TestAmqp::new();
+    let s = inlet_queue::QueueSettings {
+        combine_max_parts: 64,
+        // Long enough to notice, were a lone push to wait for company.
+        combine_linger_us: 100_000,
+        ..settings(&t)
+    };
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+    // One at a time: each finds nothing in flight. Had any waited the
+    // linger, the five would take at least 500 ms.
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        publisher.publish(&envelope(i)).await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(450), "{took:?}");
+    assert_eq!(m.publish_parts.get_sample_count(), 5);
+    assert_eq!(m.publish_parts.get_sample_sum() as u64, 5);
+    publisher.close().await;
+}

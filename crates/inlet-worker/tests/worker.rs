@@ -86,11 +86,17 @@ async fn ten_thousand_transactions_in_100_messages_sum_exactly() {
 async fn a_crash_between_write_and_ack_does_not_double_count() {
     let h = Harness::new().await;
     let start = test_minute_start();
-    for i in 0..20 {
-        h.publish_json(&tx_batch(&format!("c{i}"), "Jobs#run", 50, 1.0, start))
-            .await;
-    }
-    // A first worker takes the messages, writes them, and dies before acking.
+    // Published together: combined into a few broker messages, so the
+    // crash leaves whole bundles unacked.
+    let bodies: Vec<_> = (0..20)
+        .map(|i| tx_batch(&format!("c{i}"), "Jobs#run", 50, 1.0, start))
+        .collect();
+    let messages = h.publish_json_together(&bodies).await;
+    assert!(
+        messages < 20,
+        "20 pushes in {messages} messages: not combined"
+    );
+    // A first worker takes the pushes, writes them, and dies before acking.
     let cancel = CancellationToken::new();
     let mut consumer = inlet_queue::Consumer::start(
         h.queue.clone(),
@@ -224,6 +230,64 @@ async fn at_least_once_mode_counts_each_message_once_and_skips_applied_ones() {
     );
     assert_eq!(h.tx_total().await, 100);
     cancel.cancel();
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn one_bad_push_in_a_combined_message_never_poisons_its_neighbours() {
+    let h = Harness::new().await;
+    let start = test_minute_start();
+    let mut envs: Vec<_> = (0..10)
+        .map(|i| {
+            h.envelope(
+                &tx_batch(&format!("n{i}"), "A", 10, 1.0, start),
+                AuthMode::Confirmed,
+                &h.key,
+            )
+        })
+        .collect();
+    // One the worker cannot read, one whose key the source of truth does
+    // not hold (accepted provisionally), among valid ones.
+    envs[3].body = inlet_domain::ContentEncoding::Gzip
+        .encode(b"{\"agent\": 3}")
+        .into();
+    let unknown = h.issuer.issue();
+    envs[6] = h.envelope(
+        &tx_batch("n6", "A", 10, 1.0, start),
+        AuthMode::Provisional,
+        &unknown,
+    );
+    let bad = envs[3].clone();
+    let messages = h.publish_together(&envs).await;
+    assert!(
+        messages < 10,
+        "10 pushes in {messages} messages: not combined"
+    );
+
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let metrics = processor.metrics().clone();
+    let running = tokio::spawn(h.pipeline(processor, &cancel).run());
+    wait_until(
+        Duration::from_secs(30),
+        "the 8 valid pushes stored",
+        || async { h.tx_total().await >= 80 },
+    )
+    .await;
+    wait_until(Duration::from_secs(10), "every push settled", || async {
+        let m = &metrics.messages;
+        m.with_label_values(&["processed"]).get() == 8
+            && m.with_label_values(&["dead_lettered"]).get() == 1
+            && m.with_label_values(&["dropped_provisional"]).get() == 1
+    })
+    .await;
+    assert_eq!(h.tx_total().await, 80);
+    // Only the bad push is in the dead-letter queue, alone, as it was sent.
+    let dead = h.drain_dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(inlet_domain::Envelope::decode(&dead[0].data).unwrap(), bad);
+    cancel.cancel();
+    running.await.unwrap();
     h.cleanup().await;
 }
 

@@ -1,10 +1,24 @@
-//! One delivery, [`Incoming`], and the four ways to settle it; the
+//! One message, [`Incoming`], and the four ways to settle it; the
 //! headers retry and dead-letter copies carry.
+//!
+//! # Combined messages
+//!
+//! A delivery that is a [`Bundle`] (several pushes the API combined into
+//! one broker message) becomes one `Incoming` per push, each with its own
+//! envelope and properties, as if it had been published alone. Each is
+//! settled on its own: a retry or a dead letter publishes *that push* (as
+//! a single envelope message, with its own headers) to the delay or
+//! dead-letter queue, so one bad push never takes its neighbours with it.
+//! The broker's delivery is acked once every part is settled; a part that
+//! must go back (a requeue, or a retry or dead letter that could not be
+//! published) hands the whole delivery back, and the parts already written
+//! are recognised as duplicates when it comes again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use inlet_domain::{Envelope, EnvelopeError};
+use inlet_domain::{Bundle, Envelope, EnvelopeError};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -57,9 +71,56 @@ pub(super) struct Shared {
     pub(super) _hold: mpsc::Sender<()>,
 }
 
-/// One delivery of the main queue. Settle it exactly once: every method
-/// takes `self`. Dropping it unsettled leaves it unacked; the broker
-/// redelivers it when the consumer's connection closes.
+/// The broker's delivery behind one `Incoming`, or behind every part of a
+/// bundle.
+struct Delivered {
+    acker: Acker,
+    /// Parts not settled yet: the delivery is acked when the last one is.
+    open: AtomicUsize,
+    /// Handed back to the broker as a whole: later settlements of its
+    /// parts do nothing (the broker redelivers them all).
+    handed_back: AtomicBool,
+}
+
+impl Delivered {
+    /// One part is settled (its effect durable, or its copy confirmed):
+    /// acks the delivery if it was the last.
+    async fn settle_part(&self) -> Result<bool, QueueError> {
+        if self.handed_back.load(Ordering::Acquire) {
+            // Redelivered as a whole; this part is a duplicate then.
+            return Err(QueueError::NotSettled { op: "ack" });
+        }
+        if self.open.fetch_sub(1, Ordering::AcqRel) > 1 {
+            return Ok(false);
+        }
+        settle_ack(&self.acker).await?;
+        Ok(true)
+    }
+
+    /// Hands the whole delivery back (once, counted), for redelivery now.
+    async fn hand_back(&self, metrics: &QueueMetrics) -> lapin::Result<bool> {
+        if self.handed_back.swap(true, Ordering::AcqRel) {
+            return Ok(true);
+        }
+        let nacked = bounded(
+            "requeue",
+            self.acker.nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            }),
+        )
+        .await;
+        if matches!(nacked, Ok(true)) {
+            metrics.consumer_requeues_total.inc();
+        }
+        nacked
+    }
+}
+
+/// One message of the main queue: a delivery, or one push of a delivered
+/// bundle. Settle it exactly once: every method takes `self`. Dropping it
+/// unsettled leaves its delivery unacked; the broker redelivers it when
+/// the consumer's connection closes.
 pub struct Incoming {
     /// The decoded envelope, or why the bytes are not one (such a message
     /// can never succeed: dead-letter it, e.g. with reason `undecodable`).
@@ -74,7 +135,7 @@ pub struct Incoming {
     pub message_id: Option<String>,
     data: Vec<u8>,
     properties: BasicProperties,
-    acker: Acker,
+    delivery: Arc<Delivered>,
     shared: Arc<Shared>,
 }
 
@@ -91,7 +152,8 @@ impl std::fmt::Debug for Incoming {
 }
 
 impl Incoming {
-    pub(super) fn new(shared: Arc<Shared>, delivery: Delivery) -> Incoming {
+    /// The messages of one delivery: itself, or each push of a bundle.
+    pub(super) fn split(shared: Arc<Shared>, delivery: Delivery) -> Vec<Incoming> {
         let Delivery {
             redelivered,
             properties,
@@ -99,25 +161,82 @@ impl Incoming {
             acker,
             ..
         } = delivery;
-        Incoming {
-            envelope: Envelope::decode(&data),
-            attempt: read_attempt(properties.headers().as_ref()),
-            redelivered,
-            message_id: properties
-                .message_id()
-                .as_ref()
-                .map(|s| s.as_str().to_owned()),
-            data,
-            properties,
+        let attempt = read_attempt(properties.headers().as_ref());
+        let parts = if Bundle::is_bundle(&data) {
+            Bundle::split(&data).map(|parts| parts.into_iter().map(<[u8]>::to_vec).collect())
+        } else {
+            Err(EnvelopeError::BadMagic)
+        };
+        let parts: Vec<Vec<u8>> = match parts {
+            Ok(parts) => parts,
+            // A single envelope (or bytes that are neither, which are
+            // dead-lettered as they came).
+            Err(_) => {
+                let delivery = Arc::new(Delivered {
+                    acker,
+                    open: AtomicUsize::new(1),
+                    handed_back: AtomicBool::new(false),
+                });
+                return vec![Incoming {
+                    envelope: Envelope::decode(&data),
+                    attempt,
+                    redelivered,
+                    message_id: properties
+                        .message_id()
+                        .as_ref()
+                        .map(|s| s.as_str().to_owned()),
+                    data,
+                    properties,
+                    delivery,
+                    shared,
+                }];
+            }
+        };
+        let delivery = Arc::new(Delivered {
             acker,
-            shared,
-        }
+            open: AtomicUsize::new(parts.len()),
+            handed_back: AtomicBool::new(false),
+        });
+        parts
+            .into_iter()
+            .map(|data| {
+                let envelope = Envelope::decode(&data);
+                // As if published alone: its retry or dead-letter copy
+                // carries its own message id and headers.
+                let (message_id, mut part_properties) = match &envelope {
+                    Ok(e) => {
+                        let id = e.message_id.hyphenated().to_string();
+                        let p = crate::publisher::envelope_properties(e, &id);
+                        (Some(id), p)
+                    }
+                    Err(_) => (
+                        None,
+                        BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_content_type(inlet_domain::ENVELOPE_CONTENT_TYPE.into()),
+                    ),
+                };
+                if let Some(t) = properties.timestamp() {
+                    part_properties = part_properties.with_timestamp(*t);
+                }
+                Incoming {
+                    envelope,
+                    attempt,
+                    redelivered,
+                    message_id,
+                    data,
+                    properties: part_properties,
+                    delivery: delivery.clone(),
+                    shared: shared.clone(),
+                }
+            })
+            .collect()
     }
 
     /// Delivered on a connection since lost: it can no longer be settled
     /// (the broker redelivers it on the new connection).
     pub(super) fn of_lost_connection(&self) -> bool {
-        self.acker.poisoned()
+        self.delivery.acker.poisoned()
     }
 
     /// The message body as delivered.
@@ -146,8 +265,9 @@ impl Incoming {
 
     /// Processing succeeded: remove the message.
     pub async fn ack(self) -> Result<(), QueueError> {
-        settle_ack(&self.acker).await?;
-        self.shared.metrics.consumer_acks_total.inc();
+        if self.delivery.settle_part().await? {
+            self.shared.metrics.consumer_acks_total.inc();
+        }
         Ok(())
     }
 
@@ -193,7 +313,7 @@ impl Incoming {
                 requeued,
             });
         }
-        settle_ack(&self.acker).await?;
+        self.delivery.settle_part().await?;
         self.shared.metrics.consumer_retries_total.inc();
         Ok(RetryOutcome::Scheduled {
             attempt: next,
@@ -233,7 +353,7 @@ impl Incoming {
                 requeued,
             });
         }
-        settle_ack(&self.acker).await?;
+        self.delivery.settle_part().await?;
         self.shared.metrics.dead_lettered(label);
         Ok(())
     }
@@ -241,21 +361,11 @@ impl Incoming {
     /// Hand the message back to the broker for redelivery now (e.g. the
     /// worker's database is down and it must stop pulling). Each requeue
     /// counts against the quorum queue's `delivery_limit`: a message
-    /// requeued that often is dead-lettered by the broker.
+    /// requeued that often is dead-lettered by the broker. A push of a
+    /// bundle hands back the whole delivery (once for all its parts).
     pub async fn requeue(self) -> Result<(), QueueError> {
-        match bounded(
-            "requeue",
-            self.acker.nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            }),
-        )
-        .await
-        {
-            Ok(true) => {
-                self.shared.metrics.consumer_requeues_total.inc();
-                Ok(())
-            }
+        match self.delivery.hand_back(&self.shared.metrics).await {
+            Ok(true) => Ok(()),
             Ok(false) => Err(QueueError::NotSettled { op: "requeue" }),
             Err(e) => Err(QueueError::amqp("basic.nack (requeue)", e)),
         }
@@ -284,21 +394,10 @@ impl Incoming {
     }
 
     async fn requeue_after_failure(&self) -> bool {
-        let ok = matches!(
-            bounded(
-                "requeue",
-                self.acker.nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                }),
-            )
-            .await,
+        matches!(
+            self.delivery.hand_back(&self.shared.metrics).await,
             Ok(true)
-        );
-        if ok {
-            self.shared.metrics.consumer_requeues_total.inc();
-        }
-        ok
+        )
     }
 }
 

@@ -181,7 +181,8 @@ impl Session for FeedSession<'_> {
         self.consumer.next().await
     }
 
-    /// Hands one delivery to the `Consumer` handle, waiting for room.
+    /// Hands one delivery (each push of a bundle) to the `Consumer`
+    /// handle, waiting for room.
     async fn on_work(&mut self, delivery: Option<lapin::Result<Delivery>>) -> Step {
         let Feed {
             shared, tx, cancel, ..
@@ -189,23 +190,24 @@ impl Session for FeedSession<'_> {
         match delivery {
             Some(Ok(delivery)) => {
                 shared.metrics.consumer_deliveries_total.inc();
-                let incoming = Incoming::new(shared.clone(), delivery);
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => {
-                        // Not handed out: back to the queue.
-                        stop_consuming(shared, &self.channel, &mut self.consumer, Some(incoming)).await;
-                        Step::Break(Ended::Stop)
-                    }
-                    permit = tx.reserve() => match permit {
-                        Ok(permit) => {
-                            permit.send(incoming);
-                            Step::Continue(())
+                let mut parts = Incoming::split(shared.clone(), delivery).into_iter();
+                while let Some(incoming) = parts.next() {
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => {
+                            // Not handed out: back to the queue.
+                            let held = std::iter::once(incoming).chain(parts).collect();
+                            stop_consuming(shared, &self.channel, &mut self.consumer, held).await;
+                            return Step::Break(Ended::Stop);
                         }
-                        // The Consumer handle is gone.
-                        Err(_) => Step::Break(Ended::Stop),
+                        permit = tx.reserve() => match permit {
+                            Ok(permit) => permit.send(incoming),
+                            // The Consumer handle is gone.
+                            Err(_) => return Step::Break(Ended::Stop),
+                        }
                     }
                 }
+                Step::Continue(())
             }
             Some(Err(e)) => Step::Break(Ended::Lost(format!("consumer stream failed: {e}"))),
             None => Step::Break(Ended::Lost(
@@ -223,7 +225,13 @@ impl Session for FeedSession<'_> {
     }
 
     async fn stopping(&mut self) {
-        stop_consuming(&self.feed.shared, &self.channel, &mut self.consumer, None).await;
+        stop_consuming(
+            &self.feed.shared,
+            &self.channel,
+            &mut self.consumer,
+            Vec::new(),
+        )
+        .await;
     }
 
     fn end(self) -> Channel {
@@ -238,7 +246,7 @@ async fn stop_consuming(
     shared: &Arc<Shared>,
     channel: &Channel,
     consumer: &mut lapin::Consumer,
-    held: Option<Incoming>,
+    held: Vec<Incoming>,
 ) {
     match tokio::time::timeout(
         SHUTDOWN_STEP,
@@ -250,11 +258,11 @@ async fn stop_consuming(
         Ok(Err(e)) => warn!(role = "consumer", error = %e, "basic.cancel failed"),
         Err(_) => warn!(role = "consumer", "basic.cancel timed out"),
     }
-    let mut unsent: Vec<Incoming> = held.into_iter().collect();
+    let mut unsent = held;
     // Only what is already buffered: never waits for the stream.
     while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
         shared.metrics.consumer_deliveries_total.inc();
-        unsent.push(Incoming::new(shared.clone(), delivery));
+        unsent.extend(Incoming::split(shared.clone(), delivery));
     }
     for incoming in unsent {
         let _ = tokio::time::timeout(SHUTDOWN_STEP, incoming.requeue()).await;

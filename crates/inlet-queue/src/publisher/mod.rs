@@ -61,13 +61,17 @@
 //! - `link`: what the parts share, the handle's state and the current
 //!   link (channels and per-connection flags);
 //! - `publish`: the hot path, one publish and its confirm;
+//! - `combine`: combining concurrent pushes into one message (a bundle);
+//! - `properties`: the AMQP properties of envelope and bundle messages;
 //! - `session`: the publisher's hooks for the crate's connection
 //!   supervisor (setup, connection events, blocked state, shutdown);
 //! - `repair`: replacing broker-closed channels;
 //! - `redeclare`: declaring the topology, and declaring it again after
 //!   unroutable publishes.
 
+mod combine;
 mod link;
+mod properties;
 mod publish;
 mod redeclare;
 mod repair;
@@ -75,11 +79,11 @@ mod session;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use inlet_domain::{ENVELOPE_CONTENT_TYPE, Envelope};
+use inlet_domain::Envelope;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::ShortString;
 use tokio::sync::watch;
 use tokio_util::sync::DropGuard;
 use tracing::warn;
@@ -91,15 +95,12 @@ use crate::publisher::link::{Inner, lock};
 use crate::settings::QueueSettings;
 use crate::topology::Names;
 
+use crate::publisher::combine::{Combiner, Part};
+pub(crate) use crate::publisher::properties::envelope_properties;
+pub use crate::publisher::properties::{
+    HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, HEADER_PARTS,
+};
 pub use crate::publisher::publish::Confirmed;
-
-/// Header naming the account a push belongs to (absent while a
-/// provisional push's account is unknown).
-pub const HEADER_ACCOUNT: &str = "x-inlet-account";
-/// Header naming the key id that authenticated a push.
-pub const HEADER_KEY_ID: &str = "x-inlet-key-id";
-/// Header with the auth mode (`confirmed` / `provisional`).
-pub const HEADER_AUTH_MODE: &str = "x-inlet-auth-mode";
 
 /// A confirmed AMQP publisher with fail-fast errors, backpressure and its
 /// own reconnecting supervisor. Cheap to clone; all clones share one
@@ -108,6 +109,7 @@ pub const HEADER_AUTH_MODE: &str = "x-inlet-auth-mode";
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
+    combiner: Arc<Combiner>,
     _stop_on_drop: Arc<DropGuard>,
 }
 
@@ -148,6 +150,7 @@ impl Publisher {
         let task = runtime.spawn(session::run(inner.clone()));
         *lock(&inner.supervisor) = Some(task);
         Ok(Publisher {
+            combiner: Arc::new(Combiner::new(inner.clone(), runtime)),
             inner,
             _stop_on_drop: Arc::new(stop.drop_guard()),
         })
@@ -161,15 +164,32 @@ impl Publisher {
     /// `content_type` [`ENVELOPE_CONTENT_TYPE`], a timestamp in seconds,
     /// delivery mode 2, and the headers [`HEADER_ACCOUNT`] (when the
     /// account is known), [`HEADER_KEY_ID`] and [`HEADER_AUTH_MODE`].
+    ///
+    /// With combining on (`combine_max_parts` above 1) and publishes
+    /// awaiting confirms, the envelope may instead travel in a bundle with
+    /// others (`content_type` [`inlet_domain::BUNDLE_CONTENT_TYPE`], header
+    /// [`HEADER_PARTS`]); `Ok` still means the message holding it was
+    /// confirmed. A [`Consumer`](crate::Consumer) hands out each envelope
+    /// of a bundle as its own [`Incoming`](crate::Incoming).
     pub async fn publish(&self, envelope: &Envelope) -> Result<Confirmed, PublishError> {
         let payload = envelope.encode();
         let mut id_buf = [0u8; 36];
         let id: &str = envelope.message_id.hyphenated().encode_lower(&mut id_buf);
         let properties = envelope_properties(envelope, id);
-        self.inner
+        let inner = &self.inner;
+        if self.combiner.takes(&payload) {
+            let part = Part {
+                payload,
+                properties,
+                id: id.to_owned(),
+            };
+            return self.combiner.submit(part).await;
+        }
+        inner.metrics.publish_parts.observe(1.0);
+        inner
             .publish(
-                self.inner.exchange.clone(),
-                self.inner.routing_key.clone(),
+                inner.exchange.clone(),
+                inner.routing_key.clone(),
                 &payload,
                 properties,
                 Some(id),
@@ -282,44 +302,14 @@ impl Publisher {
     }
 }
 
-/// The AMQP properties of an envelope message (`id`: its message id as
-/// text).
-fn envelope_properties(envelope: &Envelope, id: &str) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    // A provisional push may not know its account yet: no header then.
-    if let Some(account) = &envelope.account_id {
-        headers.insert(
-            HEADER_ACCOUNT.into(),
-            AMQPValue::LongString(LongString::from(account.as_str())),
-        );
-    }
-    headers.insert(
-        HEADER_KEY_ID.into(),
-        AMQPValue::LongString(LongString::from(envelope.key_id.to_string())),
-    );
-    headers.insert(
-        HEADER_AUTH_MODE.into(),
-        AMQPValue::LongString(LongString::from(envelope.auth_mode.as_str())),
-    );
-    BasicProperties::default()
-        .with_message_id(ShortString::from(id))
-        .with_content_type(ShortString::from(ENVELOPE_CONTENT_TYPE))
-        .with_timestamp(unix_seconds())
-        .with_delivery_mode(2)
-        .with_headers(headers)
-}
-
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::UnavailableReason;
-    use inlet_domain::{AccountId, AuthMode, ContentEncoding, KeyDigest, KeyId};
+    use inlet_domain::{
+        AccountId, AuthMode, ContentEncoding, ENVELOPE_CONTENT_TYPE, KeyDigest, KeyId,
+    };
+    use lapin::types::AMQPValue;
     use std::time::Instant;
 
     fn envelope() -> Envelope {

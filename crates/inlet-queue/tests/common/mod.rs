@@ -17,11 +17,15 @@ use lapin::types::AMQPValue;
 
 /// Settings isolated under the test's prefix, with the connection name
 /// equal to the prefix (unique, so rabbitmqctl can find our connections).
+/// Combining is off: these tests follow each push as its own broker
+/// message; combining has tests of its own (`roundtrip.rs`, and the
+/// bundle tests of `consumer.rs`).
 pub fn settings(t: &TestAmqp) -> QueueSettings {
     QueueSettings {
         url: t.url.clone(),
         prefix: t.prefix.clone(),
         connection_name: t.prefix.clone(),
+        combine_max_parts: 1,
         ..QueueSettings::default()
     }
 }

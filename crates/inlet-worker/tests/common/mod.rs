@@ -25,6 +25,8 @@ pub struct Harness {
     pub db: Database,
     pub mongo_url: String,
     pub publisher: Publisher,
+    /// The publisher's metrics (how many broker messages carried pushes).
+    pub publisher_metrics: QueueMetrics,
     pub admin: KeyAdmin,
     pub account: AccountId,
     pub key: ApiKey,
@@ -64,8 +66,8 @@ impl Harness {
             prefetch: 128,
             ..QueueSettings::default()
         };
-        let publisher =
-            Publisher::start(queue.clone(), QueueMetrics::unregistered().unwrap()).unwrap();
+        let publisher_metrics = QueueMetrics::unregistered().unwrap();
+        let publisher = Publisher::start(queue.clone(), publisher_metrics.clone()).unwrap();
         assert!(publisher.wait_connected(Duration::from_secs(10)).await);
         let admin = KeyAdmin::new(MongoStore::new(db.clone()));
         let account = AccountId::parse("acme").unwrap();
@@ -78,6 +80,7 @@ impl Harness {
             db,
             mongo_url,
             publisher,
+            publisher_metrics,
             admin,
             account,
             key,
@@ -158,6 +161,27 @@ impl Harness {
     pub async fn publish_json(&self, body: &serde_json::Value) {
         let env = self.envelope(body, AuthMode::Confirmed, &self.key);
         self.publish(&env).await;
+    }
+
+    /// Publishes every envelope at once, as concurrent pushes arrive: with
+    /// combining on (the default) they travel in bundles. Returns how many
+    /// broker messages carried them.
+    pub async fn publish_together(&self, envs: &[Envelope]) -> u64 {
+        let parts = &self.publisher_metrics.publish_parts;
+        let before = parts.get_sample_count();
+        for r in futures::future::join_all(envs.iter().map(|e| self.publisher.publish(e))).await {
+            r.unwrap();
+        }
+        parts.get_sample_count() - before
+    }
+
+    /// [`Self::publish_together`] of confirmed pushes of these bodies.
+    pub async fn publish_json_together(&self, bodies: &[serde_json::Value]) -> u64 {
+        let envs: Vec<Envelope> = bodies
+            .iter()
+            .map(|b| self.envelope(b, AuthMode::Confirmed, &self.key))
+            .collect();
+        self.publish_together(&envs).await
     }
 
     pub fn names(&self) -> Names {
