@@ -118,6 +118,18 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def brokers_cpu_seconds(pids):
+    """CPU seconds of the broker VMs `pids`; one that exited counts 0 (a
+    cluster node stopping)."""
+    total = 0.0
+    for p in pids:
+        try:
+            total += proc_cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
 def proc_peak_rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -155,9 +167,19 @@ def wrk(url, lua, title, connections=CONNECTIONS):
 
 
 def broker_pids():
-    """The RabbitMQ VM(s) on this machine, to see where the CPU goes."""
+    """The RabbitMQ VM(s) on this machine, to see where the CPU goes; not
+    the short-lived VMs of `rabbitmqctl` (the stacks run it), which would
+    be gone by the time their CPU is read again."""
     out = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    pids = []
+    for p in out.split():
+        try:
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"rabbitmqctl" not in cmdline and b"escript" not in cmdline:
+            pids.append(int(p))
+    return pids
 
 
 def settle_broker(max_wait=90.0):
@@ -170,9 +192,9 @@ def settle_broker(max_wait=90.0):
         return
     deadline = time.time() + max_wait
     while time.time() < deadline:
-        before = sum(proc_cpu_seconds(b) for b in brokers)
+        before = brokers_cpu_seconds(brokers)
         time.sleep(1.0)
-        if sum(proc_cpu_seconds(b) for b in brokers) - before < 0.05:
+        if brokers_cpu_seconds(brokers) - before < 0.05:
             return
     log("RabbitMQ did not go idle; measuring anyway")
 
@@ -183,7 +205,7 @@ def measured_wrk(pid, url, lua, title, connections=CONNECTIONS):
     subprocess.run(["wrk", "-t2", f"-c{connections}", "-d3s", "-s", lua, url], capture_output=True)
     brokers = broker_pids()
     cpu0 = proc_cpu_seconds(pid)
-    broker0 = sum(proc_cpu_seconds(b) for b in brokers)
+    broker0 = brokers_cpu_seconds(brokers)
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall0 = time.monotonic()
     r = wrk(url, lua, title, connections)
@@ -194,7 +216,7 @@ def measured_wrk(pid, url, lua, title, connections=CONNECTIONS):
     r["peak_rss_mib"] = proc_peak_rss_mib(pid)
     # Where the machine's CPU went during the measurement, in cores.
     r["cores_server"] = cpu / wall
-    r["cores_broker"] = (sum(proc_cpu_seconds(b) for b in brokers) - broker0) / wall
+    r["cores_broker"] = (brokers_cpu_seconds(brokers) - broker0) / wall
     r["cores_wrk"] = ((children.ru_utime + children.ru_stime)
                       - (children0.ru_utime + children0.ru_stime)) / wall
     return r
@@ -346,10 +368,10 @@ def push_path(body_path):
             log(f"push path at depth {depth}: bare lapin publish, run {i + 1}/{PUSH_RUNS}")
             settle_broker()
             brokers = broker_pids()
-            broker0, wall0 = sum(proc_cpu_seconds(p) for p in brokers), time.monotonic()
+            broker0, wall0 = brokers_cpu_seconds(brokers), time.monotonic()
             b = json.loads(sh([REL / "bare-publish", "--url", AMQP, "--body-bytes", size, "--in-flight", depth,
                                "--seconds", seconds, "--messages", 10_000_000]).stdout)
-            b["cores_broker"] = (sum(proc_cpu_seconds(p) for p in brokers) - broker0) / (time.monotonic() - wall0)
+            b["cores_broker"] = (brokers_cpu_seconds(brokers) - broker0) / (time.monotonic() - wall0)
             RAW.append((f"(b) bare lapin confirmed publish, {depth} in flight, run {i + 1}", json.dumps(b, indent=2)))
             bs.append(b)
 
