@@ -55,16 +55,21 @@ impl Files {
     }
 }
 
-async fn spawn_tls_app(files: &Files, ca: &Ca) -> TestApp {
-    let app = spawn_app_with(Options {
+/// The test app's options with `[api.tls]` on `files`, its client
+/// trusting `ca`.
+fn tls_options(files: &Files, ca: &Ca) -> Options {
+    Options {
         api: ApiSettings {
             tls: Some(files.settings(100)),
             ..Options::default().api
         },
         tls_root_pem: Some(ca.pem()),
         ..Options::default()
-    })
-    .await;
+    }
+}
+
+async fn spawn_tls_app(files: &Files, ca: &Ca) -> TestApp {
+    let app = spawn_app_with(tls_options(files, ca)).await;
     assert!(app.base.starts_with("https://"), "{}", app.base);
     app.wait_ready().await;
     app
@@ -215,15 +220,7 @@ async fn a_draining_instance_closes_kept_alive_tls_connections() {
     let ca = Ca::new("inlet test CA");
     let files = Files::new();
     files.write_pair(&ca.server_cert());
-    common::assert_draining_closes_kept_alive_connections(Options {
-        api: ApiSettings {
-            tls: Some(files.settings(100)),
-            ..Options::default().api
-        },
-        tls_root_pem: Some(ca.pem()),
-        ..Options::default()
-    })
-    .await;
+    common::assert_draining_closes_kept_alive_connections(tls_options(&files, &ca)).await;
 }
 
 /// A watcher-less `ReloadingCert` on `files`, and its counter.

@@ -496,17 +496,9 @@ async fn a_deleted_topology_is_declared_again_without_a_reconnect() {
     probe.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nack_is_an_error_not_a_success() {
-    let t = TestAmqp::new();
-    let s = settings(&t);
-    let _cleanup = Cleanup::new(&s);
-    let m = metrics();
-    let publisher = connected_publisher(s.clone(), m.clone()).await;
-
-    // A queue that refuses everything: length limit 0 with reject-publish.
-    // Exclusive, so the broker deletes it with the probe's connection.
-    let probe = Probe::new(&t).await;
+/// A queue that refuses everything: length limit 0 with reject-publish.
+/// Exclusive, so the broker deletes it with the probe's connection.
+async fn refusing_queue(t: &TestAmqp, probe: &Probe) -> String {
     let full = format!("{}.full", t.prefix);
     let mut args = lapin::types::FieldTable::default();
     args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(0));
@@ -526,6 +518,19 @@ async fn a_nack_is_an_error_not_a_success() {
         )
         .await
         .unwrap();
+    full
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_is_an_error_not_a_success() {
+    let t = TestAmqp::new();
+    let s = settings(&t);
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+
+    let probe = Probe::new(&t).await;
+    let full = refusing_queue(&t, &probe).await;
     let err = publisher
         .publish_raw(
             "",
@@ -550,25 +555,7 @@ async fn publishes_nacked_for_two_seconds_get_a_fresh_connection_and_one_ack_res
     let m = metrics();
     let publisher = connected_publisher(s.clone(), m.clone()).await;
     let probe = Probe::new(&t).await;
-    let full = format!("{}.full", t.prefix);
-    let mut args = lapin::types::FieldTable::default();
-    args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(0));
-    args.insert(
-        "x-overflow".into(),
-        lapin::types::AMQPValue::LongString("reject-publish".into()),
-    );
-    probe
-        .ch
-        .queue_declare(
-            full.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
+    let full = refusing_queue(&t, &probe).await;
     let refused = || async {
         publisher
             .publish_raw(

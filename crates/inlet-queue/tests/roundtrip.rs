@@ -16,6 +16,24 @@ use tokio_util::sync::CancellationToken;
 
 const N: usize = 10_000;
 
+/// Publishes every envelope, `depth` at a time; the results in completion
+/// order.
+async fn publish_concurrently(
+    publisher: &inlet_queue::Publisher,
+    envelopes: &Arc<Vec<Envelope>>,
+    depth: usize,
+) -> Vec<Result<inlet_queue::Confirmed, inlet_queue::PublishError>> {
+    futures::stream::iter(0..envelopes.len())
+        .map(|i| {
+            let p = publisher.clone();
+            let envs = envelopes.clone();
+            async move { p.publish(&envs[i]).await }
+        })
+        .buffer_unordered(depth)
+        .collect()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_envelopes_round_trip_exactly_once() {
     let t = TestAmqp::new();
@@ -29,15 +47,7 @@ async fn ten_thousand_envelopes_round_trip_exactly_once() {
     // Publish concurrently: many confirms in flight at once, over both
     // channels.
     let envelopes: Arc<Vec<Envelope>> = Arc::new((0..N).map(envelope).collect());
-    let results: Vec<_> = futures::stream::iter(0..N)
-        .map(|i| {
-            let p = publisher.clone();
-            let envs = envelopes.clone();
-            async move { p.publish(&envs[i]).await }
-        })
-        .buffer_unordered(512)
-        .collect()
-        .await;
+    let results = publish_concurrently(&publisher, &envelopes, 512).await;
     let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         failures.is_empty(),
@@ -232,15 +242,7 @@ async fn concurrent_pushes_are_combined_and_consumed_one_by_one_exactly_once() {
     let m = metrics();
     let publisher = connected_publisher(s.clone(), m.clone()).await;
     let envelopes: Arc<Vec<Envelope>> = Arc::new((0..PUSHES).map(envelope).collect());
-    let results: Vec<_> = futures::stream::iter(0..PUSHES)
-        .map(|i| {
-            let p = publisher.clone();
-            let envs = envelopes.clone();
-            async move { p.publish(&envs[i]).await }
-        })
-        .buffer_unordered(256)
-        .collect()
-        .await;
+    let results = publish_concurrently(&publisher, &envelopes, 256).await;
     assert!(results.iter().all(Result::is_ok), "every push confirmed");
     // Fewer, fuller messages: every push in exactly one of them.
     let messages = m.publish_total.with_label_values(&["ack"]).get();

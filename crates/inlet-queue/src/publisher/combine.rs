@@ -164,16 +164,7 @@ async fn publish(inner: Arc<Inner>, open: Open) {
             properties,
             id,
         } = parts.pop().expect("one part");
-        inner
-            .publish(
-                inner.exchange.clone(),
-                inner.routing_key.clone(),
-                &payload,
-                properties,
-                Some(&id),
-                true,
-            )
-            .await
+        inner.publish_push(&payload, properties, &id).await
     } else {
         let mut bundle = Bundle::new();
         for p in &parts {
@@ -184,14 +175,7 @@ async fn publish(inner: Arc<Inner>, open: Open) {
         let properties = bundle_properties(&id, parts.len());
         drop(parts);
         inner
-            .publish(
-                inner.exchange.clone(),
-                inner.routing_key.clone(),
-                &bundle.into_bytes(),
-                properties,
-                Some(&id),
-                true,
-            )
+            .publish_push(&bundle.into_bytes(), properties, &id)
             .await
     };
     for w in waiters {

@@ -186,16 +186,7 @@ impl Publisher {
             return self.combiner.submit(part).await;
         }
         inner.metrics.publish_parts.observe(1.0);
-        inner
-            .publish(
-                inner.exchange.clone(),
-                inner.routing_key.clone(),
-                &payload,
-                properties,
-                Some(id),
-                true,
-            )
-            .await
+        inner.publish_push(&payload, properties, id).await
     }
 
     /// Publishes raw bytes to any exchange with the same confirm semantics

@@ -192,6 +192,25 @@ impl Inner {
         Err(outcome)
     }
 
+    /// Publishes one message (a push's envelope, or a bundle of them) to
+    /// the push exchange, expecting `id` back should it be returned.
+    pub(super) async fn publish_push(
+        &self,
+        payload: &[u8],
+        properties: BasicProperties,
+        id: &str,
+    ) -> Result<Confirmed, PublishError> {
+        self.publish(
+            self.exchange.clone(),
+            self.routing_key.clone(),
+            payload,
+            properties,
+            Some(id),
+            true,
+        )
+        .await
+    }
+
     /// Whether a publish to `exchange` / `routing_key` targets the
     /// topology this publisher declares (its failing to route then means
     /// part of the topology is gone).
