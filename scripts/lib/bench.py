@@ -717,15 +717,20 @@ def median(xs):
 
 def worker_shapes():
     """The worker against the bare bulk-upsert loop at every shape of
-    WORKER_SHAPES, one after the other on the same servers."""
+    WORKER_SHAPES, one after the other on the same servers: the queue
+    filled with one broker message per push (combining off), then with
+    the pushes combined as the API combines them under load."""
     runs = []
     for tpm, messages in WORKER_SHAPES:
-        log(f"worker throughput: {messages} messages x {tpm} transactions")
-        r = json.loads(sh([REL / "worker-throughput", "--mongo", MONGO, "--amqp", AMQP,
-                           "--migrations", ROOT / "migrations", "--messages", messages,
-                           "--transactions-per-message", tpm]).stdout)
-        RAW.append((f"worker throughput, {tpm} transactions per message", json.dumps(r, indent=2)))
-        runs.append(r)
+        run = {}
+        for mode in ("off", "on"):
+            log(f"worker throughput: {messages} pushes x {tpm} transactions, combining {mode}")
+            r = json.loads(sh([REL / "worker-throughput", "--mongo", MONGO, "--amqp", AMQP,
+                               "--migrations", ROOT / "migrations", "--messages", messages,
+                               "--transactions-per-message", tpm] + (["--combine"] if mode == "on" else [])).stdout)
+            RAW.append((f"worker throughput, {tpm} transactions per push, combining {mode}", json.dumps(r, indent=2)))
+            run[mode] = r
+        runs.append(run)
     return runs
 
 
@@ -909,36 +914,66 @@ def sustained_section(r):
     return out
 
 
+# Combining must at least double the worker's pushes/s at these shapes.
+COMBINED_WORKER_SHAPES = (1, 5)
+
+
 def worker_summary_rows(worker):
-    return [f"| worker: ≥ 70% of bare bulk-upsert loops at {r['transactions_per_message']} transactions per message, "
-            f"same concurrency ({r['concurrency']}) | {r['ratio']:.0%} ({r['worker_tx_per_s']:.0f} vs "
-            f"{r['bare_tx_per_s']:.0f} transactions/s) | {verdict(r['ratio'] >= 0.7)} |" for r in worker]
+    rows = []
+    for run in worker:
+        r = run["off"]
+        rows.append(f"| worker: ≥ 70% of bare bulk-upsert loops at {r['transactions_per_message']} transactions per message, "
+                    f"same concurrency ({r['concurrency']}) | {r['ratio']:.0%} ({r['worker_tx_per_s']:.0f} vs "
+                    f"{r['bare_tx_per_s']:.0f} transactions/s) | {verdict(r['ratio'] >= 0.7)} |")
+    for run in worker:
+        off, on = run["off"], run["on"]
+        if off["transactions_per_message"] not in COMBINED_WORKER_SHAPES:
+            continue
+        gain = on["worker_messages_per_s"] / off["worker_messages_per_s"]
+        rows.append(f"| worker: combining at least doubles pushes/s and transactions/s at "
+                    f"{off['transactions_per_message']} transactions per push | {gain:.2f}× "
+                    f"({on['worker_messages_per_s']:.0f} vs {off['worker_messages_per_s']:.0f} pushes/s, "
+                    f"{on['worker_tx_per_s']:.0f} vs {off['worker_tx_per_s']:.0f} transactions/s; "
+                    f"{on['messages'] / max(on['broker_messages'], 1):.1f} pushes per broker message) | "
+                    f"{verdict(gain >= 2.0)} |")
+    return rows
 
 
 def worker_section(worker):
+    first = worker[0]["off"]
     out = ["## Worker", "",
-           f"{worker[0]['concurrency']} worker pipelines against {worker[0]['concurrency']} bare loops (equal concurrency), "
-           "one run per shape, the same RabbitMQ and MongoDB-wire server. The worker decodes, validates, folds, "
+           f"{first['concurrency']} worker pipelines against {first['concurrency']} bare loops (equal concurrency), "
+           "one run per shape and mode, the same RabbitMQ and MongoDB-wire server. The queue is filled first, "
+           f"{first.get('publish_concurrency', 256)} publishes in flight, with combining off (one broker message per push) "
+           "or on (the API's default: concurrent pushes combined into bundles). The worker decodes, validates, folds, "
            "writes one transaction with the dedup markers and acks; the bare loop bulk-upserts the same bucket "
-           "documents (no queue, transaction or dedup).", "",
-           "| transactions per message | messages | worker msgs/s | worker tx/s | bare msgs/s | bare tx/s | worker / bare |",
-           "|---|---|---|---|---|---|---|"]
-    for r in worker:
-        out.append(f"| {r['transactions_per_message']} | {r['messages']} | {r['worker_messages_per_s']:.0f} | "
-                   f"{r['worker_tx_per_s']:.0f} | {r['bare_messages_per_s']:.0f} | {r['bare_tx_per_s']:.0f} | {r['ratio']:.0%} |")
-    out += ["", "Where a message's time goes: pipeline time per message (µs), from the worker's own metrics "
+           "documents (no queue, transaction or dedup), in batches of as many pushes as the worker's batches held "
+           "on average.", "",
+           "| transactions per push | pushes | combining | broker messages | worker pushes/s | worker tx/s | bare pushes/s "
+           "| bare tx/s | worker / bare |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for run in worker:
+        for mode in ("off", "on"):
+            r = run[mode]
+            out.append(f"| {r['transactions_per_message']} | {r['messages']} | {mode} | {r['broker_messages']} | "
+                       f"{r['worker_messages_per_s']:.0f} | {r['worker_tx_per_s']:.0f} | {r['bare_messages_per_s']:.0f} | "
+                       f"{r['bare_tx_per_s']:.0f} | {r['ratio']:.0%} |")
+    out += ["", "Where a push's time goes: pipeline time per push (µs), from the worker's own metrics "
             "(`inlet_worker_stage_duration_seconds`, `inlet_worker_mongo_write_duration_seconds`, "
             "`inlet_worker_batch_duration_seconds`). `check`: decode and validate; `dedup`: the applied-marker "
             "lookup; `write`: the transaction (session, markers, bulk upserts, commit, conflict retries); "
             "`settle`: the acks; `rest of batch`: folding and waiting for the turn to write (the pipelines of a worker "
             "take turns, one transaction attempt at a time); `between batches`: waiting for and collecting deliveries (linger).", "",
-            "| transactions per message | messages per batch | check | dedup | write | settle | rest of batch | between batches | total |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for r in worker:
-        b = r["breakdown_us_per_message"]
-        parts = [b["check"], b["dedup"], b["write"], b["settle"], b["batch_other"], b["between_batches"]]
-        out.append(f"| {r['transactions_per_message']} | {b['messages_per_batch']:.1f} | "
-                   + " | ".join(f"{x:.0f}" for x in parts) + f" | {sum(parts):.0f} |")
+            "| transactions per push | combining | pushes per batch | check | dedup | write | settle | rest of batch "
+            "| between batches | total |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in worker:
+        for mode in ("off", "on"):
+            r = run[mode]
+            b = r["breakdown_us_per_message"]
+            parts = [b["check"], b["dedup"], b["write"], b["settle"], b["batch_other"], b["between_batches"]]
+            out.append(f"| {r['transactions_per_message']} | {mode} | {b['messages_per_batch']:.1f} | "
+                       + " | ".join(f"{x:.0f}" for x in parts) + f" | {sum(parts):.0f} |")
     out.append("")
     return out
 

@@ -3,6 +3,11 @@
 //! into the same MongoDB, without queue, transaction or dedup. Both run at
 //! the same concurrency: `--concurrency` worker pipelines against as many
 //! bare loops.
+//!
+//! The pushes are published `--publish-concurrency` at a time, as an API
+//! under load publishes them; `--combine` lets the publisher combine them
+//! into bundles (the API's default), without it every push is its own
+//! broker message.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -11,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
 use inlet_auth::MongoStore;
 use inlet_domain::{
     AccountId, AuthMode, Batch, BatchLimits, ContentEncoding, Envelope, KeyDigest, KeyId, now_ms,
@@ -35,6 +41,16 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value = "migrations")]
     migrations: PathBuf,
+    /// Combine concurrent pushes into bundles (`[queue] combine_max_parts`
+    /// at its default) instead of one broker message per push.
+    #[arg(long)]
+    combine: bool,
+    /// Publishes in flight at once while filling the queue.
+    #[arg(long, default_value_t = 256)]
+    publish_concurrency: usize,
+    /// `[worker] batch_max_messages` (the worker's default if not given).
+    #[arg(long)]
+    batch_max_messages: Option<usize>,
 }
 
 fn batch(i: usize, n: usize, start: i64) -> serde_json::Value {
@@ -98,21 +114,29 @@ async fn main() -> anyhow::Result<()> {
     let account = AccountId::parse("bench")?;
 
     // --- the worker -------------------------------------------------
+    let defaults = QueueSettings::default();
     let queue = QueueSettings {
         url: args.amqp.clone(),
         prefix: format!("bench-worker-{id}"),
         prefetch: 128,
-        ..QueueSettings::default()
+        combine_max_parts: if args.combine {
+            defaults.combine_max_parts
+        } else {
+            1
+        },
+        ..defaults
     };
     let publisher = Publisher::start(queue.clone(), QueueMetrics::unregistered()?)?;
     anyhow::ensure!(
         publisher.wait_connected(Duration::from_secs(10)).await,
         "broker unreachable"
     );
-    for (i, b) in bodies.iter().enumerate() {
-        let raw = serde_json::to_vec(b)?;
-        publisher
-            .publish(&Envelope {
+    let envelopes = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let raw = serde_json::to_vec(b)?;
+            anyhow::Ok(Envelope {
                 message_id: Envelope::new_message_id(),
                 account_id: Some(account.clone()),
                 key_id: KeyId::from_u64(i as u64),
@@ -123,13 +147,23 @@ async fn main() -> anyhow::Result<()> {
                 batch_id: inlet_domain::BatchId::parse(&format!("w{i}")),
                 body: ContentEncoding::Gzip.encode(&raw).into(),
             })
-            .await?;
-    }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    futures::stream::iter(&envelopes)
+        .map(|e| publisher.publish(e))
+        .buffer_unordered(args.publish_concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    let defaults = WorkerSettings::default();
     let settings = WorkerSettings {
         concurrency: args.concurrency,
-        ..WorkerSettings::default()
+        batch_max_messages: args
+            .batch_max_messages
+            .unwrap_or(defaults.batch_max_messages),
+        ..defaults
     };
     let metrics = WorkerMetrics::unregistered()?;
+    let consumed = QueueMetrics::unregistered()?;
     let processor = Processor::new(
         AggregateStore::new(worker_db.clone(), true),
         MongoStore::new(worker_db.clone()),
@@ -143,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.concurrency {
         let p = Pipeline::start(
             queue.clone(),
-            QueueMetrics::unregistered()?,
+            consumed.clone(),
             processor.clone(),
             settings.clone(),
             cancel.clone(),
@@ -162,7 +196,13 @@ async fn main() -> anyhow::Result<()> {
 
     // --- the bare loop: same documents, batch by batch, as many loops --
     // as the worker ran pipelines, each taking the next batch of messages
-    // as a pipeline takes the next deliveries.
+    // as a pipeline takes the next deliveries, in batches of the size the
+    // worker's batches had on average (the prefetch, the linger and
+    // combining decide that, not only `batch_max_messages`).
+    let batch_size = (args.messages as f64
+        / metrics.batch_duration.get_sample_count().max(1) as f64)
+        .round()
+        .max(1.0) as usize;
     let bare = AggregateStore::new(bare_db.clone(), false);
     let decoded: Vec<Batch> = bodies
         .iter()
@@ -174,12 +214,8 @@ async fn main() -> anyhow::Result<()> {
             )
         })
         .collect::<Result<_, _>>()?;
-    let chunks: Arc<Vec<Vec<Batch>>> = Arc::new(
-        decoded
-            .chunks(settings.batch_max_messages)
-            .map(<[Batch]>::to_vec)
-            .collect(),
-    );
+    let chunks: Arc<Vec<Vec<Batch>>> =
+        Arc::new(decoded.chunks(batch_size).map(<[Batch]>::to_vec).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut loops = Vec::new();
@@ -212,7 +248,10 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "bench": "worker-throughput", "messages": args.messages, "transactions": total_tx,
-            "concurrency": args.concurrency,
+            "concurrency": args.concurrency, "combine": args.combine,
+            "publish_concurrency": args.publish_concurrency,
+            "batch_max_messages": settings.batch_max_messages, "bare_batch_messages": batch_size,
+            "broker_messages": consumed.consumer_deliveries_total.get(),
             "worker_seconds": worker_secs, "worker_tx_per_s": total_tx / worker_secs,
             "bare_seconds": bare_secs, "bare_tx_per_s": total_tx / bare_secs,
             "ratio": (total_tx / worker_secs) / (total_tx / bare_secs),
