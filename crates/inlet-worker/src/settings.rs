@@ -13,7 +13,13 @@ pub struct WorkerSettings {
     /// transaction attempt at a time (their transactions would conflict on
     /// the same hot buckets). Default 2.
     pub concurrency: usize,
-    /// Most messages folded into one MongoDB transaction. Default 64.
+    /// Most pushes folded into one MongoDB transaction (a combined broker
+    /// message holds several; see `[queue] combine_max_parts`). A batch
+    /// also ends when the consumer has nothing more to hand out within
+    /// `batch_linger_ms`, so without combining it holds at most `[queue]
+    /// prefetch` pushes. Default 512: the write's cost is mostly per
+    /// transaction, so with combined messages larger batches are what
+    /// lets the worker keep up (docs/benchmarks.md, "Worker").
     pub batch_max_messages: usize,
     /// How long a pipeline waits for more messages to fill a batch once it
     /// has one, milliseconds. Default 5.
@@ -55,7 +61,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             concurrency: 2,
-            batch_max_messages: 64,
+            batch_max_messages: 512,
             batch_linger_ms: 5,
             exactly_once: true,
             max_decoded_bytes: 8 << 20,
