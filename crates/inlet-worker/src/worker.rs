@@ -607,6 +607,8 @@ pub struct Pipeline {
     consumer: Consumer,
     processor: Processor,
     settings: WorkerSettings,
+    /// `[queue] prefetch`: most deliveries the broker sends unsettled.
+    prefetch: usize,
     cancel: CancellationToken,
 }
 
@@ -619,11 +621,13 @@ impl Pipeline {
         settings: WorkerSettings,
         cancel: CancellationToken,
     ) -> Result<Pipeline, inlet_queue::QueueError> {
+        let prefetch = usize::from(queue.prefetch);
         let consumer = Consumer::start(queue, queue_metrics, cancel.clone())?;
         Ok(Pipeline {
             consumer,
             processor,
             settings,
+            prefetch,
             cancel,
         })
     }
@@ -652,10 +656,22 @@ impl Pipeline {
     pub async fn run(mut self) {
         let linger = Duration::from_millis(self.settings.batch_linger_ms);
         while let Some(first) = self.consumer.next().await {
+            let mut deliveries = usize::from(first.starts_delivery());
             let mut batch = vec![first];
             while batch.len() < self.settings.batch_max_messages {
-                match tokio::time::timeout(linger, self.consumer.next()).await {
-                    Ok(Some(m)) => batch.push(m),
+                // Holding every delivery the prefetch lets the broker send,
+                // the batch gets no more until it is settled: it takes what
+                // is buffered (a bundle's other pushes) and waits no longer.
+                let wait = if deliveries >= self.prefetch {
+                    Duration::ZERO
+                } else {
+                    linger
+                };
+                match tokio::time::timeout(wait, self.consumer.next()).await {
+                    Ok(Some(m)) => {
+                        deliveries += usize::from(m.starts_delivery());
+                        batch.push(m);
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }

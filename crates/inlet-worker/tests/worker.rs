@@ -842,3 +842,33 @@ async fn failing_writes_retry_with_growing_attempts_then_dead_letter() {
     cancel.cancel();
     h.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_batch_holding_every_prefetched_delivery_does_not_wait_for_more() {
+    // The batch could hold 512 pushes, but the broker sends at most the
+    // prefetch (4) unsettled: once the batch holds 4 deliveries no more
+    // can come before it is settled, so it must not wait out the linger.
+    let mut h = Harness::new().await;
+    h.queue.prefetch = 4;
+    h.settings.batch_max_messages = 512;
+    h.settings.batch_linger_ms = 60_000;
+    let start = test_minute_start();
+    for i in 0..8 {
+        h.publish_json(&tx_batch(&format!("p{i}"), "A", 10, 1.0, start))
+            .await;
+    }
+    let cancel = CancellationToken::new();
+    let processor = h.processor();
+    let metrics = processor.metrics().clone();
+    let running = tokio::spawn(h.pipeline(processor, &cancel).run());
+    wait_until(
+        Duration::from_secs(20),
+        "8 pushes in two batches of the prefetch, without the 60 s linger",
+        || async { metrics.messages.with_label_values(&["processed"]).get() == 8 },
+    )
+    .await;
+    assert_eq!(h.tx_total().await, 80);
+    cancel.cancel();
+    running.await.unwrap();
+    h.cleanup().await;
+}

@@ -136,6 +136,8 @@ pub struct Incoming {
     data: Vec<u8>,
     properties: BasicProperties,
     delivery: Arc<Delivered>,
+    /// The delivery's first (or only) message.
+    starts_delivery: bool,
     shared: Arc<Shared>,
 }
 
@@ -188,6 +190,7 @@ impl Incoming {
                     data,
                     properties,
                     delivery,
+                    starts_delivery: true,
                     shared,
                 }];
             }
@@ -199,7 +202,8 @@ impl Incoming {
         });
         parts
             .into_iter()
-            .map(|data| {
+            .enumerate()
+            .map(|(i, data)| {
                 let envelope = Envelope::decode(&data);
                 // As if published alone: its retry or dead-letter copy
                 // carries its own message id and headers.
@@ -227,10 +231,18 @@ impl Incoming {
                     data,
                     properties: part_properties,
                     delivery: delivery.clone(),
+                    starts_delivery: i == 0,
                     shared: shared.clone(),
                 }
             })
             .collect()
+    }
+
+    /// Whether this is its delivery's first (or only) message: counting
+    /// these counts the broker's deliveries, which `[queue] prefetch`
+    /// bounds (a bundle's other pushes come with its first).
+    pub fn starts_delivery(&self) -> bool {
+        self.starts_delivery
     }
 
     /// Delivered on a connection since lost: it can no longer be settled
