@@ -2,7 +2,8 @@
 //! ack) against a bare bulk-upsert loop writing the same bucket documents
 //! into the same MongoDB, without queue, transaction or dedup. Both run at
 //! the same concurrency: `--concurrency` worker pipelines against as many
-//! bare loops.
+//! bare loops. The worker runs with the shipped `[queue]` and `[worker]`
+//! defaults (prefetch, batch size, linger) but for the flags below.
 //!
 //! The pushes are published `--publish-concurrency` at a time, as an API
 //! under load publishes them; `--combine` lets the publisher combine them
@@ -118,7 +119,6 @@ async fn main() -> anyhow::Result<()> {
     let queue = QueueSettings {
         url: args.amqp.clone(),
         prefix: format!("bench-worker-{id}"),
-        prefetch: 128,
         combine_max_parts: if args.combine {
             defaults.combine_max_parts
         } else {
