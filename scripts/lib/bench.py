@@ -810,7 +810,11 @@ def sustained_pipeline():
 
             def sample(t0):
                 a, w = scrape(api_m), scrape(worker_m)
-                published = metric_sum(a, "inlet_queue_publish_total", {"outcome": {"nack", "returned", "timeout", "unavailable", "backpressure"}})
+                # Pushes answered 202 (each confirmed by the broker): not
+                # `inlet_queue_publish_total`, which counts broker
+                # messages, and a combined message holds several pushes.
+                published = sum(v for (n, labels), v in a.items() if n == "inlet_api_requests_total"
+                                and dict(labels).get("route") == "/v1/push" and dict(labels).get("status") == "202")
                 settled = metric_sum(w, "inlet_worker_messages_total", {"outcome": {"retried"}})
                 return {"t_s": round(time.time() - t0, 1), "published": published, "settled": settled,
                         "backlog": published - settled, "freshness": histogram_buckets(w, "inlet_worker_freshness_seconds"),
@@ -888,7 +892,7 @@ def sustained_summary_rows(r):
     return [f"| sustained pipeline: the queue stops growing at {r['achieved_rps']:.0f} pushes/s for {r['duration_s']} s "
             f"(drained within {SUSTAINED_SAMPLE_S} s of the load's end), freshness p99 reported | drained "
             f"{fmt_s(r['drain_s'])} after the load; max backlog {r['max_backlog']:.0f}, growth over the second half "
-            f"{growth:+.1f} msgs/s; freshness p50 {fmt_s(r['freshness_p50_s'])}, p99 {fmt_s(r['freshness_p99_s'])} | "
+            f"{growth:+.1f} pushes/s; freshness p50 {fmt_s(r['freshness_p50_s'])}, p99 {fmt_s(r['freshness_p99_s'])} | "
             f"{verdict(held)} |"]
 
 
@@ -897,16 +901,16 @@ def sustained_section(r):
     out = ["## Sustained pipeline", "",
            f"`inlet load --rate {r['rate']:.0f} --duration {r['duration_s']}s --agents 20` (20 keys, gzip batches of 3–8 "
            "transactions plus metrics and now and then an error) through one `inlet api` with one `inlet worker` (2 pipelines) "
-           "alongside, release builds, the same machine, RabbitMQ and a fresh in-memory SecantusDB. Backlog: messages the "
-           "API published (confirmed) minus messages the worker settled (stored, duplicate or dead-lettered), from both "
-           "processes' `/metrics`. Freshness: `inlet_worker_freshness_seconds` (the 202's receive time → the commit that "
+           "alongside, release builds, the same machine, RabbitMQ and a fresh in-memory SecantusDB. Backlog: pushes the "
+           "API accepted (202, each confirmed by the broker; several may share one broker message) minus pushes the worker "
+           "settled (stored, duplicate or dead-lettered), from both processes' `/metrics`. Freshness: `inlet_worker_freshness_seconds` (the 202's receive time → the commit that "
            "made the aggregate visible), quantiles interpolated within its buckets as `histogram_quantile` does.", "",
            f"Achieved {r['achieved_rps']:.0f} pushes/s ({r['accepted']} answered 202 of statuses {r['statuses']}), push "
            f"latency p50 {r['push_latency_ms']['p50']:.1f} ms / p99 {r['push_latency_ms']['p99']:.1f} ms. The backlog grew by "
-           f"{growth:+.1f} messages/s over the second half of the run (max {r['max_backlog']:.0f}); freshness during the load "
+           f"{growth:+.1f} pushes/s over the second half of the run (max {r['max_backlog']:.0f}); freshness during the load "
            f"p50 {fmt_s(r['freshness_p50_s'])}, p99 {fmt_s(r['freshness_p99_s'])}; the worker had settled everything "
-           f"{fmt_s(r['drain_s'])} after the load stopped ({r['settled_messages']:.0f} of {r['published_messages']:.0f} messages).", "",
-           "| t (s) | backlog (messages) | worker settled/s | freshness p50 | freshness p99 |", "|---|---|---|---|---|"]
+           f"{fmt_s(r['drain_s'])} after the load stopped ({r['settled_messages']:.0f} of {r['published_messages']:.0f} pushes).", "",
+           "| t (s) | backlog (pushes) | worker settled/s | freshness p50 | freshness p99 |", "|---|---|---|---|---|"]
     for w in r["windows"]:
         out.append(f"| {w['t_s']:.0f} | {w['backlog']:.0f} | {w['settled_per_s']:.0f} | {fmt_s(w['freshness_p50_s'])} | "
                    f"{fmt_s(w['freshness_p99_s'])} |")
