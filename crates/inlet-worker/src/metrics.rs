@@ -125,9 +125,11 @@ impl WorkerMetrics {
             batch_messages: Histogram::with_opts(
                 HistogramOpts::new(
                     "inlet_worker_batch_messages",
-                    "Messages per delivery batch.",
+                    "Pushes per delivery batch.",
                 )
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
             )?,
             write_duration: Histogram::with_opts(
                 HistogramOpts::new(

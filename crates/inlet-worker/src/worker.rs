@@ -661,7 +661,8 @@ impl Pipeline {
             while batch.len() < self.settings.batch_max_messages {
                 // Holding every delivery the prefetch lets the broker send,
                 // the batch gets no more until it is settled: it takes what
-                // is buffered (a bundle's other pushes) and waits no longer.
+                // is buffered (a bundle's other pushes) and does not linger
+                // (a zero timeout still yields once, to the next timer tick).
                 let wait = if deliveries >= self.prefetch {
                     Duration::ZERO
                 } else {
