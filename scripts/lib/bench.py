@@ -62,6 +62,8 @@ if ONLY not in ("", "otlp", "worker", "sustained", "push"):
 # real agent's small, frequent batches up to large ones), each with
 # enough messages to run for seconds.
 WORKER_SHAPES = [(1, 10000), (5, 4000), (20, 2000), (50, 2000)]
+# The worker is measured with combining off, then on.
+WORKER_MODES = ("off", "on")
 # The sustained pipeline run: `inlet load` at this rate (requests/s) for
 # this long, with one worker alongside on the same machine.
 SUSTAINED_RATE = float(os.environ.get("BENCH_SUSTAINED_RATE", "300"))
@@ -723,7 +725,7 @@ def worker_shapes():
     runs = []
     for tpm, messages in WORKER_SHAPES:
         run = {}
-        for mode in ("off", "on"):
+        for mode in WORKER_MODES:
             log(f"worker throughput: {messages} pushes x {tpm} transactions, combining {mode}")
             r = json.loads(sh([REL / "worker-throughput", "--mongo", MONGO, "--amqp", AMQP,
                                "--migrations", ROOT / "migrations", "--messages", messages,
@@ -943,6 +945,14 @@ def worker_summary_rows(worker):
     return rows
 
 
+def worker_runs(worker):
+    """(mode, result) of every run of `worker_shapes`, shape by shape,
+    combining off then on."""
+    for run in worker:
+        for mode in WORKER_MODES:
+            yield mode, run[mode]
+
+
 def worker_section(worker):
     first = worker[0]["off"]
     out = ["## Worker", "",
@@ -956,12 +966,10 @@ def worker_section(worker):
            "| transactions per push | pushes | combining | broker messages | worker pushes/s | worker tx/s | bare pushes/s "
            "| bare tx/s | worker / bare |",
            "|---|---|---|---|---|---|---|---|---|"]
-    for run in worker:
-        for mode in ("off", "on"):
-            r = run[mode]
-            out.append(f"| {r['transactions_per_message']} | {r['messages']} | {mode} | {r['broker_messages']} | "
-                       f"{r['worker_messages_per_s']:.0f} | {r['worker_tx_per_s']:.0f} | {r['bare_messages_per_s']:.0f} | "
-                       f"{r['bare_tx_per_s']:.0f} | {r['ratio']:.0%} |")
+    for mode, r in worker_runs(worker):
+        out.append(f"| {r['transactions_per_message']} | {r['messages']} | {mode} | {r['broker_messages']} | "
+                   f"{r['worker_messages_per_s']:.0f} | {r['worker_tx_per_s']:.0f} | {r['bare_messages_per_s']:.0f} | "
+                   f"{r['bare_tx_per_s']:.0f} | {r['ratio']:.0%} |")
     out += ["", "Where a push's time goes: pipeline time per push (µs), from the worker's own metrics "
             "(`inlet_worker_stage_duration_seconds`, `inlet_worker_mongo_write_duration_seconds`, "
             "`inlet_worker_batch_duration_seconds`). `check`: decode and validate; `dedup`: the applied-marker "
@@ -971,13 +979,11 @@ def worker_section(worker):
             "| transactions per push | combining | pushes per batch | check | dedup | write | settle | rest of batch "
             "| between batches | total |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for run in worker:
-        for mode in ("off", "on"):
-            r = run[mode]
-            b = r["breakdown_us_per_message"]
-            parts = [b["check"], b["dedup"], b["write"], b["settle"], b["batch_other"], b["between_batches"]]
-            out.append(f"| {r['transactions_per_message']} | {mode} | {b['messages_per_batch']:.1f} | "
-                       + " | ".join(f"{x:.0f}" for x in parts) + f" | {sum(parts):.0f} |")
+    for mode, r in worker_runs(worker):
+        b = r["breakdown_us_per_message"]
+        parts = [b["check"], b["dedup"], b["write"], b["settle"], b["batch_other"], b["between_batches"]]
+        out.append(f"| {r['transactions_per_message']} | {mode} | {b['messages_per_batch']:.1f} | "
+                   + " | ".join(f"{x:.0f}" for x in parts) + f" | {sum(parts):.0f} |")
     out.append("")
     return out
 
