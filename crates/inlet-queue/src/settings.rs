@@ -87,20 +87,30 @@ pub struct QueueSettings {
     /// broker sheds load rather than growing memory. Default: 4096.
     pub max_in_flight: usize,
     /// Most pushes [`Publisher::publish`](crate::Publisher::publish)
-    /// combines into one broker message (a bundle). While earlier
-    /// publishes await their confirms, a push waits up to
-    /// `combine_linger_us` for others to join it; each push is still
-    /// answered only once the message holding it is confirmed, and keeps
-    /// its own envelope (idempotency key, auth mode, and its own fate in
-    /// the worker). With nothing in flight a push is published at once, on
-    /// its own. 1 turns combining off. Default: 64.
+    /// combines into one broker message (a bundle). While
+    /// `combine_in_flight` publishes await their confirms, pushes gather
+    /// into the next message; each push is still answered only once the
+    /// message holding it is confirmed, and keeps its own envelope
+    /// (idempotency key, auth mode, and its own fate in the worker).
+    /// 1 turns combining off. Default: 64.
     pub combine_max_parts: usize,
+    /// The combining window: publishes awaiting confirms below which a
+    /// push is published at once (with any pushes gathered before it).
+    /// At this many, pushes gather until a confirm frees a place, the
+    /// message holds `combine_max_parts` pushes or `combine_max_bytes`,
+    /// or `combine_linger_us` has passed, whichever comes first. So the
+    /// broker's own confirms pace the messages: a push waits about a
+    /// confirm's time divided by the window, and the broker gets about
+    /// the window's worth of messages per confirm time. Taken as at most
+    /// `max_in_flight`. Default: 8.
+    pub combine_in_flight: usize,
     /// Largest combined message, bytes (envelopes and their framing). A
     /// push whose envelope takes more than half of it is published on its
     /// own. Default: 262144.
     pub combine_max_bytes: usize,
-    /// How long a combined message waits for more pushes, microseconds
-    /// (only while earlier publishes await their confirms). Default: 1000.
+    /// Longest a combined message waits for more pushes, microseconds
+    /// (only while the window is full: see `combine_in_flight`).
+    /// Default: 1000.
     pub combine_linger_us: u64,
     /// AMQP channels in confirm mode per publisher connection; publishes go
     /// round-robin over them. Default: 1: every channel shares the
@@ -151,6 +161,7 @@ impl Default for QueueSettings {
             max_in_flight: 4096,
             combine_max_parts: 64,
             combine_max_bytes: 256 * 1024,
+            combine_in_flight: 8,
             combine_linger_us: 1000,
             publisher_channels: 1,
             reconnect_initial_ms: 100,
@@ -231,6 +242,9 @@ impl QueueSettings {
                 "combine_max_bytes",
                 format!("must be between {MIN_COMBINE_BYTES} and {MAX_COMBINE_BYTES}"),
             );
+        }
+        if self.combine_in_flight == 0 {
+            return invalid("combine_in_flight", "must be at least 1");
         }
         if self.combine_linger_us > MAX_COMBINE_LINGER_US {
             return invalid(
@@ -439,6 +453,7 @@ mod tests {
             ("connect_timeout_ms", Box::new(|s| s.connect_timeout_ms = 0)),
             ("confirm_timeout_ms", Box::new(|s| s.confirm_timeout_ms = 0)),
             ("max_in_flight", Box::new(|s| s.max_in_flight = 0)),
+            ("combine_in_flight", Box::new(|s| s.combine_in_flight = 0)),
             ("publisher_channels", Box::new(|s| s.publisher_channels = 0)),
             (
                 "publisher_channels",

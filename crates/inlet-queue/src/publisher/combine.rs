@@ -2,19 +2,22 @@
 //!
 //! The broker's cost is per message (≈ 80 µs of RabbitMQ CPU for a 1 KiB
 //! persistent, confirmed message on our machines), and so is the worker's
-//! ack; a push is a few hundred bytes to a few KiB. So while publishes are
-//! awaiting confirms, [`Publisher::publish`](super::Publisher::publish)
-//! does not publish a push at once but adds it to the *open* bundle, which
-//! is published when it holds `combine_max_parts` pushes, would exceed
-//! `combine_max_bytes`, or `combine_linger_us` after its first push —
-//! whichever comes first. Every push of the bundle is then answered with
-//! the bundle's outcome: `Ok` only once the broker confirmed the message
-//! holding it.
+//! ack; a push is a few hundred bytes to a few KiB. So the publisher keeps
+//! a *window* of `combine_in_flight` publishes awaiting confirms: below
+//! it, [`Publisher::publish`](super::Publisher::publish) publishes a push
+//! at once, alone. With the window full, a push joins the *open* bundle,
+//! which is published when a confirm frees a place in the window, when it
+//! holds `combine_max_parts` pushes or would exceed `combine_max_bytes`,
+//! or `combine_linger_us` after its first push — whichever comes first.
+//! Every push of the bundle is then answered with the bundle's outcome:
+//! `Ok` only once the broker confirmed the message holding it.
 //!
-//! With nothing in flight a push is published at once on its own, exactly
-//! as without combining, so a quiet API pays no linger. A bundle that
-//! ends up holding one push is also published as that push's own
-//! envelope.
+//! The broker's confirms pace the bundles (as TCP's acks pace Nagle's
+//! segments): a quiet API pays no linger, a push under load waits about
+//! a confirm's time divided by the window, and bundles grow with the load
+//! while the broker sees about a window's worth of messages per confirm
+//! time. A bundle that ends up holding one push is published as that
+//! push's own envelope.
 //!
 //! Bundles are published by tasks of their own, never by a request's
 //! future: a client that disconnects (dropping its push) cannot strand
@@ -82,13 +85,19 @@ impl Combiner {
 
     /// Whether `payload` (an encoded envelope) should go through the
     /// combiner: combining is on, the push is small enough to share a
-    /// bundle, and a bundle is open or publishes are awaiting confirms.
+    /// bundle, and a bundle is open or the window is full.
     pub(super) fn takes(&self, payload: &[u8]) -> bool {
-        let inner = &self.inner;
-        let s = &inner.settings;
+        let s = &self.inner.settings;
         s.combines()
             && payload.len() + PART_FRAMING <= s.combine_max_bytes / 2
-            && (inner.permits.available_permits() < s.max_in_flight || lock(&self.open).is_some())
+            && (!self.window_has_room() || lock(&self.open).is_some())
+    }
+
+    /// Fewer than `combine_in_flight` publishes (at most `max_in_flight`)
+    /// await confirms.
+    fn window_has_room(&self) -> bool {
+        let s = &self.inner.settings;
+        self.inner.in_flight() < s.combine_in_flight.min(s.max_in_flight)
     }
 
     /// Adds `part` to the open bundle (opening one if needed) and waits for
@@ -121,12 +130,13 @@ impl Combiner {
             o.parts.push(part);
             o.bytes += size;
             o.waiters.push(tx);
-            if o.parts.len() >= s.combine_max_parts {
+            // Full, or a confirm freed a place since this push was taken.
+            if o.parts.len() >= s.combine_max_parts || combiner.window_has_room() {
                 ready.extend(open.take());
             }
         }
-        for full in ready {
-            combiner.spawn(publish(self.inner.clone(), full));
+        for due in ready {
+            combiner.spawn(self.clone().publish(due));
         }
         if let Some(id) = opened {
             let this = self.clone();
@@ -140,7 +150,7 @@ impl Combiner {
                     }
                 };
                 if let Some(due) = due {
-                    publish(this.inner.clone(), due).await;
+                    this.publish(due).await;
                 }
             });
         }
@@ -149,11 +159,39 @@ impl Combiner {
         rx.await
             .unwrap_or(Err(PublishError::unavailable(UnavailableReason::Closed)))
     }
+
+    /// A publish outside the combiner (a push that found room in the
+    /// window) was answered: its place is free, so the bundle that
+    /// gathered meanwhile, if any, goes now.
+    pub(super) fn release(self: &Arc<Self>) {
+        if !self.window_has_room() {
+            return;
+        }
+        let due = lock(&self.open).take();
+        if let Some(due) = due {
+            self.spawn(self.clone().publish(due));
+        }
+    }
+
+    /// Publishes `due`, then — while the window has room — the bundle
+    /// that gathered meanwhile: a confirm frees a place, and the pushes
+    /// waiting for one go at once rather than at their linger.
+    async fn publish(self: Arc<Self>, due: Open) {
+        let mut due = Some(due);
+        while let Some(bundle) = due {
+            publish(&self.inner, bundle).await;
+            due = if self.window_has_room() {
+                lock(&self.open).take()
+            } else {
+                None
+            };
+        }
+    }
 }
 
 /// Publishes one bundle (or, holding one push, that push's own message)
 /// and answers every push in it.
-async fn publish(inner: Arc<Inner>, open: Open) {
+async fn publish(inner: &Inner, open: Open) {
     let Open {
         mut parts, waiters, ..
     } = open;

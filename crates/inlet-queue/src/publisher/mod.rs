@@ -186,7 +186,11 @@ impl Publisher {
             return self.combiner.submit(part).await;
         }
         inner.metrics.publish_parts.observe(1.0);
-        inner.publish_push(&payload, properties, id).await
+        let outcome = inner.publish_push(&payload, properties, id).await;
+        if inner.settings.combines() {
+            self.combiner.release();
+        }
+        outcome
     }
 
     /// Publishes raw bytes to any exchange with the same confirm semantics
@@ -254,7 +258,7 @@ impl Publisher {
 
     /// Publishes currently awaiting a confirm.
     pub fn in_flight(&self) -> usize {
-        self.inner.settings.max_in_flight - self.inner.permits.available_permits()
+        self.inner.in_flight()
     }
 
     /// Graceful shutdown: refuses new publishes (`Unavailable`/`Closed`),
