@@ -1101,8 +1101,11 @@ def combining_summary_rows(by_depth, off):
 def combining_section(by_depth, off):
     lines = ["## Combining pushes into fewer broker messages", ""]
     w = lines.append
-    w("(c) is `/v1/push` as configured by default (`queue.combine_max_parts` 64, `combine_linger_us`")
-    w("1000): while publishes await confirms, concurrent pushes share one broker message. (d) is the")
+    q = tomllib.loads((ROOT / "config" / "default.toml").read_text())["queue"]
+    w(f"(c) is `/v1/push` as configured by default (`[queue] combine_in_flight` {q['combine_in_flight']}, "
+      f"`combine_max_parts` {q['combine_max_parts']}, `combine_linger_us` {q['combine_linger_us']}):")
+    w("while that many publishes await confirms, concurrent pushes gather into one broker message, published")
+    w("when a confirm frees a place (or it is full, or the linger passed). (d) is the")
     w("same with `combine_max_parts = 1`, one message per push. (b) is bare lapin publishing one")
     w("confirmed message per push: the ceiling of one-message-per-push designs. Runs interleaved with")
     w("the push path's; medians:")
