@@ -249,7 +249,7 @@ impl QueueSettings {
         if self.combine_linger_us > MAX_COMBINE_LINGER_US {
             return invalid(
                 "combine_linger_us",
-                format!("must be at most {MAX_COMBINE_LINGER_US} (every combined push waits it)"),
+                format!("must be at most {MAX_COMBINE_LINGER_US} (a gathering push may wait it)"),
             );
         }
         if self.publisher_channels == 0 || self.publisher_channels > MAX_PUBLISHER_CHANNELS {

@@ -49,14 +49,24 @@ const PART_FRAMING: usize = 4;
 /// A bundle's own header.
 const BUNDLE_HEADER: usize = 7;
 
-/// The open bundle, if any, of one publisher.
+/// The combining state of one publisher.
 pub(super) struct Combiner {
     inner: Arc<Inner>,
-    open: Mutex<Option<Open>>,
+    state: Mutex<State>,
     next_id: AtomicU64,
+    /// `combine_in_flight`, at most `max_in_flight`.
+    window: usize,
     /// The publisher's runtime: bundles are published there, not on the
     /// runtime of whichever request opened them.
     runtime: tokio::runtime::Handle,
+}
+
+struct State {
+    /// The bundle gathering pushes, if any.
+    open: Option<Open>,
+    /// Places of the window taken: publishes of this combiner awaiting
+    /// their confirms (a [`Place`] each).
+    taken: usize,
 }
 
 struct Open {
@@ -68,13 +78,56 @@ struct Open {
     waiters: Vec<oneshot::Sender<Result<Confirmed, PublishError>>>,
 }
 
+/// How [`Publisher::publish`](super::Publisher::publish) sends a push.
+pub(super) enum Entry {
+    /// At once, on its own, holding its place in the window, if combining
+    /// is on, until its publish is answered or dropped.
+    Alone(Option<Place>),
+    /// Through [`Combiner::submit`]: it gathers with others.
+    Gather,
+}
+
+/// A place in the window, held by one publish while it awaits its
+/// confirm. Dropped (the publish answered, or abandoned), it passes to the
+/// bundle that gathered meanwhile, which is published at once; with none
+/// open the place is free.
+pub(super) struct Place {
+    combiner: Arc<Combiner>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let combiner = &self.combiner;
+        let due = {
+            let mut state = lock(&combiner.state);
+            let due = state.open.take();
+            if due.is_none() {
+                state.taken -= 1;
+            }
+            due
+        };
+        if let Some(due) = due {
+            let place = Place {
+                combiner: combiner.clone(),
+            };
+            combiner.spawn(publish_bundle(place, due));
+        }
+    }
+}
+
 impl Combiner {
     /// The combiner of the publisher `inner`, publishing on `runtime`.
     pub(super) fn new(inner: Arc<Inner>, runtime: tokio::runtime::Handle) -> Combiner {
+        let s = &inner.settings;
+        let window = s.combine_in_flight.min(s.max_in_flight);
         Combiner {
             inner,
-            open: Mutex::new(None),
+            state: Mutex::new(State {
+                open: None,
+                taken: 0,
+            }),
             next_id: AtomicU64::new(0),
+            window,
             runtime,
         }
     }
@@ -83,74 +136,86 @@ impl Combiner {
         drop(self.runtime.spawn(task));
     }
 
-    /// Whether `payload` (an encoded envelope) should go through the
-    /// combiner: combining is on, the push is small enough to share a
-    /// bundle, and a bundle is open or the window is full.
-    pub(super) fn takes(&self, payload: &[u8]) -> bool {
+    /// How `payload` (an encoded envelope) goes: alone while combining is
+    /// off or the window has room (taking a place in it), or if it is too
+    /// large to share a bundle; else it gathers.
+    pub(super) fn enter(self: &Arc<Self>, payload: &[u8]) -> Entry {
         let s = &self.inner.settings;
-        s.combines()
-            && payload.len() + PART_FRAMING <= s.combine_max_bytes / 2
-            && (!self.window_has_room() || lock(&self.open).is_some())
+        if !s.combines() {
+            return Entry::Alone(None);
+        }
+        let fits = payload.len() + PART_FRAMING <= s.combine_max_bytes / 2;
+        let mut state = lock(&self.state);
+        if fits && (state.open.is_some() || state.taken >= self.window) {
+            return Entry::Gather;
+        }
+        state.taken += 1;
+        Entry::Alone(Some(self.place_taken()))
     }
 
-    /// Fewer than `combine_in_flight` publishes (at most `max_in_flight`)
-    /// await confirms.
-    fn window_has_room(&self) -> bool {
-        let s = &self.inner.settings;
-        self.inner.in_flight() < s.combine_in_flight.min(s.max_in_flight)
+    /// A [`Place`] for a place already counted in `taken`.
+    fn place_taken(self: &Arc<Self>) -> Place {
+        Place {
+            combiner: self.clone(),
+        }
     }
 
     /// Adds `part` to the open bundle (opening one if needed) and waits for
     /// the outcome of the message that carries it.
     pub(super) async fn submit(self: &Arc<Self>, part: Part) -> Result<Confirmed, PublishError> {
         let s = &self.inner.settings;
-        let combiner = self;
         let (tx, rx) = oneshot::channel();
         let size = part.payload.len() + PART_FRAMING;
-        let mut ready = Vec::new();
-        let mut opened = None;
+        let mut due = Vec::new();
+        let mut linger = None;
         {
-            let mut open = lock(&combiner.open);
-            if open
+            let mut state = lock(&self.state);
+            if state
+                .open
                 .as_ref()
                 .is_some_and(|o| o.bytes + size > s.combine_max_bytes)
             {
-                ready.extend(open.take());
+                due.extend(state.open.take());
             }
-            let o = open.get_or_insert_with(|| {
-                let id = combiner.next_id.fetch_add(1, Ordering::Relaxed);
-                opened = Some(id);
-                Open {
-                    id,
-                    parts: Vec::with_capacity(s.combine_max_parts.min(64)),
-                    bytes: BUNDLE_HEADER,
-                    waiters: Vec::with_capacity(s.combine_max_parts.min(64)),
-                }
+            let opened = state.open.is_none();
+            let o = state.open.get_or_insert_with(|| Open {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                parts: Vec::with_capacity(s.combine_max_parts.min(64)),
+                bytes: BUNDLE_HEADER,
+                waiters: Vec::with_capacity(s.combine_max_parts.min(64)),
             });
             o.parts.push(part);
             o.bytes += size;
             o.waiters.push(tx);
-            // Full, or a confirm freed a place since this push was taken.
-            if o.parts.len() >= s.combine_max_parts || combiner.window_has_room() {
-                ready.extend(open.take());
+            let id = o.id;
+            // Full; or just opened while a place is free (one freed since
+            // `enter`): nothing would publish it but the linger.
+            if o.parts.len() >= s.combine_max_parts || (opened && state.taken < self.window) {
+                due.extend(state.open.take());
+            } else if opened {
+                linger = Some(id);
             }
+            state.taken += due.len();
         }
-        for due in ready {
-            combiner.spawn(self.clone().publish(due));
+        for bundle in due {
+            self.spawn(publish_bundle(self.place_taken(), bundle));
         }
-        if let Some(id) = opened {
+        if let Some(id) = linger {
             let this = self.clone();
-            combiner.spawn(async move {
+            self.spawn(async move {
                 tokio::time::sleep(this.inner.settings.combine_linger()).await;
                 let due = {
-                    let mut open = lock(&this.open);
-                    match open.as_ref() {
-                        Some(o) if o.id == id => open.take(),
+                    let mut state = lock(&this.state);
+                    match state.open.as_ref() {
+                        Some(o) if o.id == id => {
+                            state.taken += 1;
+                            state.open.take()
+                        }
                         _ => None,
                     }
                 };
                 if let Some(due) = due {
-                    this.publish(due).await;
+                    publish_bundle(this.place_taken(), due).await;
                 }
             });
         }
@@ -160,43 +225,40 @@ impl Combiner {
             .unwrap_or(Err(PublishError::unavailable(UnavailableReason::Closed)))
     }
 
-    /// A publish outside the combiner (a push that found room in the
-    /// window) was answered: its place is free, so the bundle that
-    /// gathered meanwhile, if any, goes now.
-    pub(super) fn release(self: &Arc<Self>) {
-        if !self.window_has_room() {
-            return;
-        }
-        let due = lock(&self.open).take();
+    /// Publishes the open bundle now, if any (for `close`: its pushes were
+    /// accepted before it, and should not wait their linger only to be
+    /// refused).
+    pub(super) async fn flush(self: &Arc<Self>) {
+        let due = {
+            let mut state = lock(&self.state);
+            let due = state.open.take();
+            state.taken += usize::from(due.is_some());
+            due
+        };
         if let Some(due) = due {
-            self.spawn(self.clone().publish(due));
-        }
-    }
-
-    /// Publishes `due`, then — while the window has room — the bundle
-    /// that gathered meanwhile: a confirm frees a place, and the pushes
-    /// waiting for one go at once rather than at their linger.
-    async fn publish(self: Arc<Self>, due: Open) {
-        let mut due = Some(due);
-        while let Some(bundle) = due {
-            publish(&self.inner, bundle).await;
-            due = if self.window_has_room() {
-                lock(&self.open).take()
-            } else {
-                None
-            };
+            publish_bundle(self.place_taken(), due).await;
         }
     }
 }
 
-/// Publishes one bundle (or, holding one push, that push's own message)
-/// and answers every push in it.
-async fn publish(inner: &Inner, open: Open) {
-    let Open {
-        mut parts, waiters, ..
-    } = open;
+/// Publishes `bundle` holding `place`, and answers every push in it. The
+/// place passes on as soon as the broker answered, before the pushes
+/// hear of it.
+async fn publish_bundle(place: Place, bundle: Open) {
+    let Open { parts, waiters, .. } = bundle;
+    let outcome = publish(&place.combiner.inner, parts).await;
+    drop(place);
+    for w in waiters {
+        // A push whose request went away no longer listens: fine.
+        let _ = w.send(outcome.clone());
+    }
+}
+
+/// Publishes one bundle of `parts` (or, holding one push, that push's own
+/// message).
+async fn publish(inner: &Inner, mut parts: Vec<Part>) -> Result<Confirmed, PublishError> {
     inner.metrics.publish_parts.observe(parts.len() as f64);
-    let outcome = if parts.len() == 1 {
+    if parts.len() == 1 {
         let Part {
             payload,
             properties,
@@ -215,9 +277,5 @@ async fn publish(inner: &Inner, open: Open) {
         inner
             .publish_push(&bundle.into_bytes(), properties, &id)
             .await
-    };
-    for w in waiters {
-        // A push whose request went away no longer listens: fine.
-        let _ = w.send(outcome.clone());
     }
 }

@@ -95,7 +95,7 @@ use crate::publisher::link::{Inner, lock};
 use crate::settings::QueueSettings;
 use crate::topology::Names;
 
-use crate::publisher::combine::{Combiner, Part};
+use crate::publisher::combine::{Combiner, Entry, Part};
 pub(crate) use crate::publisher::properties::envelope_properties;
 pub use crate::publisher::properties::{
     HEADER_ACCOUNT, HEADER_AUTH_MODE, HEADER_KEY_ID, HEADER_PARTS,
@@ -165,8 +165,9 @@ impl Publisher {
     /// delivery mode 2, and the headers [`HEADER_ACCOUNT`] (when the
     /// account is known), [`HEADER_KEY_ID`] and [`HEADER_AUTH_MODE`].
     ///
-    /// With combining on (`combine_max_parts` above 1) and publishes
-    /// awaiting confirms, the envelope may instead travel in a bundle with
+    /// With combining on (`combine_max_parts` above 1) and the window of
+    /// `combine_in_flight` publishes awaiting confirms full, the envelope
+    /// may instead travel in a bundle with
     /// others (`content_type` [`inlet_domain::BUNDLE_CONTENT_TYPE`], header
     /// [`HEADER_PARTS`]); `Ok` still means the message holding it was
     /// confirmed. A [`Consumer`](crate::Consumer) hands out each envelope
@@ -176,21 +177,23 @@ impl Publisher {
         let mut id_buf = [0u8; 36];
         let id: &str = envelope.message_id.hyphenated().encode_lower(&mut id_buf);
         let properties = envelope_properties(envelope, id);
-        let inner = &self.inner;
-        if self.combiner.takes(&payload) {
-            let part = Part {
-                payload,
-                properties,
-                id: id.to_owned(),
-            };
-            return self.combiner.submit(part).await;
+        match self.combiner.enter(&payload) {
+            Entry::Gather => {
+                let part = Part {
+                    payload,
+                    properties,
+                    id: id.to_owned(),
+                };
+                self.combiner.submit(part).await
+            }
+            // The place is held until the publish is answered (or this
+            // future dropped): then it passes to the pushes gathered
+            // meanwhile.
+            Entry::Alone(_place) => {
+                self.inner.metrics.publish_parts.observe(1.0);
+                self.inner.publish_push(&payload, properties, id).await
+            }
         }
-        inner.metrics.publish_parts.observe(1.0);
-        let outcome = inner.publish_push(&payload, properties, id).await;
-        if inner.settings.combines() {
-            self.combiner.release();
-        }
-        outcome
     }
 
     /// Publishes raw bytes to any exchange with the same confirm semantics
@@ -261,12 +264,13 @@ impl Publisher {
         self.inner.in_flight()
     }
 
-    /// Graceful shutdown: refuses new publishes (`Unavailable`/`Closed`),
-    /// waits for in-flight publishes to resolve (at most
-    /// `confirm_timeout_ms`), then closes the connection and stops the
-    /// supervisor. Idempotent.
+    /// Graceful shutdown: publishes the pushes gathering for a combined
+    /// message, refuses new publishes (`Unavailable`/`Closed`), waits for
+    /// in-flight publishes to resolve (at most `confirm_timeout_ms`), then
+    /// closes the connection and stops the supervisor. Idempotent.
     pub async fn close(&self) {
         let inner = &self.inner;
+        self.combiner.flush().await;
         inner.closing.store(true, Ordering::SeqCst);
         let limit = u32::try_from(inner.settings.max_in_flight).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(
