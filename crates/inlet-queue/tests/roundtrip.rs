@@ -301,53 +301,22 @@ async fn concurrent_pushes_are_combined_and_consumed_one_by_one_exactly_once() {
     probe.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn below_combine_in_flight_concurrent_pushes_go_alone_at_once() {
+/// Five rounds of four pushes at once through a publisher with a window
+/// of `window` and a linger long enough to notice (100 ms): how long the
+/// rounds took, and how many broker messages carried how many pushes.
+/// `publish_concurrently` polls the four in one task, so each takes its
+/// place in the window (or gathers) before the next is looked at.
+async fn rounds_of_four(window: usize) -> (Duration, u64, u64) {
     let t = TestAmqp::new();
     let s = inlet_queue::QueueSettings {
         combine_max_parts: 64,
-        combine_in_flight: 8,
-        // Long enough to notice, were a push to wait for company.
+        combine_in_flight: window,
         combine_linger_us: 100_000,
         ..settings(&t)
     };
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
     let publisher = connected_publisher(s.clone(), m.clone()).await;
-    let envelopes: Arc<Vec<Envelope>> = Arc::new((0..20).map(envelope).collect());
-    // Five rounds of four concurrent pushes: never more than four in
-    // flight, below the window of eight, so none gathers. Had the later
-    // pushes of a round waited the linger, the rounds would take 500 ms.
-    let started = std::time::Instant::now();
-    for round in envelopes.chunks(4) {
-        let round: Arc<Vec<Envelope>> = Arc::new(round.to_vec());
-        let results = publish_concurrently(&publisher, &round, 4).await;
-        assert!(results.iter().all(Result::is_ok));
-    }
-    let took = started.elapsed();
-    assert!(took < Duration::from_millis(450), "{took:?}");
-    assert_eq!(m.publish_parts.get_sample_count(), 20, "each alone");
-    assert_eq!(m.publish_parts.get_sample_sum() as u64, 20);
-    publisher.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gathered_pushes_go_at_the_confirm_that_frees_the_window_not_the_linger() {
-    let t = TestAmqp::new();
-    let s = inlet_queue::QueueSettings {
-        combine_max_parts: 64,
-        combine_in_flight: 1,
-        combine_linger_us: 100_000,
-        ..settings(&t)
-    };
-    let _cleanup = Cleanup::new(&s);
-    let m = metrics();
-    let publisher = connected_publisher(s.clone(), m.clone()).await;
-    // Each round: four pushes at once. The first fills the window of one
-    // (nothing was in flight: it goes alone); the other three gather
-    // behind it. Its confirm frees the window, and the three go then as
-    // one message: had they waited the linger, five rounds would take at
-    // least 500 ms.
     let envelopes: Vec<Envelope> = (0..20).map(envelope).collect();
     let started = std::time::Instant::now();
     for round in envelopes.chunks(4) {
@@ -356,18 +325,38 @@ async fn gathered_pushes_go_at_the_confirm_that_frees_the_window_not_the_linger(
         assert!(results.iter().all(Result::is_ok));
     }
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(450), "{took:?}");
-    assert_eq!(
-        m.publish_parts.get_sample_sum() as u64,
-        20,
-        "every push once"
-    );
-    assert_eq!(
+    publisher.close().await;
+    (
+        took,
         m.publish_parts.get_sample_count(),
-        10,
+        m.publish_parts.get_sample_sum() as u64,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_combine_in_flight_concurrent_pushes_go_alone_at_once() {
+    // Never more than four in flight, below the window of eight, so none
+    // gathers. Had the later pushes of a round waited the linger, the
+    // rounds would take 500 ms.
+    let (took, messages, pushes) = rounds_of_four(8).await;
+    assert!(took < Duration::from_millis(450), "{took:?}");
+    assert_eq!(messages, 20, "each alone");
+    assert_eq!(pushes, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathered_pushes_go_at_the_confirm_that_frees_the_window_not_the_linger() {
+    // Each round: the first push fills the window of one (nothing was in
+    // flight: it goes alone); the other three gather behind it. Its
+    // confirm frees the window, and the three go then as one message: had
+    // they waited the linger, five rounds would take at least 500 ms.
+    let (took, messages, pushes) = rounds_of_four(1).await;
+    assert!(took < Duration::from_millis(450), "{took:?}");
+    assert_eq!(pushes, 20, "every push once");
+    assert_eq!(
+        messages, 10,
         "each round: one alone, then the three behind it in one message"
     );
-    publisher.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

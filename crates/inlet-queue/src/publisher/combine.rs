@@ -69,6 +69,17 @@ struct State {
     taken: usize,
 }
 
+impl State {
+    /// Takes the open bundle, if any, to be published now: it takes a
+    /// place in the window (a window it may overrun: full, or lingered
+    /// out).
+    fn take_open(&mut self) -> Option<Open> {
+        let due = self.open.take();
+        self.taken += usize::from(due.is_some());
+        due
+    }
+}
+
 struct Open {
     /// Tells the linger timer whether the bundle it was started for is
     /// still the open one.
@@ -175,7 +186,7 @@ impl Combiner {
                 .as_ref()
                 .is_some_and(|o| o.bytes + size > s.combine_max_bytes)
             {
-                due.extend(state.open.take());
+                due.extend(state.take_open());
             }
             let opened = state.open.is_none();
             let o = state.open.get_or_insert_with(|| Open {
@@ -191,11 +202,10 @@ impl Combiner {
             // Full; or just opened while a place is free (one freed since
             // `enter`): nothing would publish it but the linger.
             if o.parts.len() >= s.combine_max_parts || (opened && state.taken < self.window) {
-                due.extend(state.open.take());
+                due.extend(state.take_open());
             } else if opened {
                 linger = Some(id);
             }
-            state.taken += due.len();
         }
         for bundle in due {
             self.spawn(publish_bundle(self.place_taken(), bundle));
@@ -207,10 +217,7 @@ impl Combiner {
                 let due = {
                     let mut state = lock(&this.state);
                     match state.open.as_ref() {
-                        Some(o) if o.id == id => {
-                            state.taken += 1;
-                            state.open.take()
-                        }
+                        Some(o) if o.id == id => state.take_open(),
                         _ => None,
                     }
                 };
@@ -229,12 +236,7 @@ impl Combiner {
     /// accepted before it, and should not wait their linger only to be
     /// refused).
     pub(super) async fn flush(self: &Arc<Self>) {
-        let due = {
-            let mut state = lock(&self.state);
-            let due = state.open.take();
-            state.taken += usize::from(due.is_some());
-            due
-        };
+        let due = lock(&self.state).take_open();
         if let Some(due) = due {
             publish_bundle(self.place_taken(), due).await;
         }

@@ -76,11 +76,6 @@ pub(super) struct PubChannel {
 }
 
 impl Inner {
-    /// Publishes currently awaiting a confirm.
-    pub(super) fn in_flight(&self) -> usize {
-        self.settings.max_in_flight - self.permits.available_permits()
-    }
-
     pub(super) fn new(
         settings: QueueSettings,
         metrics: QueueMetrics,

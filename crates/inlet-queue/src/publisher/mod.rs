@@ -261,7 +261,7 @@ impl Publisher {
 
     /// Publishes currently awaiting a confirm.
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight()
+        self.inner.settings.max_in_flight - self.inner.permits.available_permits()
     }
 
     /// Graceful shutdown: publishes the pushes gathering for a combined
