@@ -48,11 +48,18 @@ impl Inner {
     ) -> Result<Confirmed, PublishError> {
         let started = Instant::now();
         let m = &self.metrics;
-        if self.closing.load(Ordering::Relaxed) {
+        // The permit first, then `closing`: `close` sets `closing` before
+        // it waits for every permit, so a publish holding a permit that
+        // still reads `closing` false is one `close` waits for. Read the
+        // other way round, a publish could see `closing` false, then be
+        // refused a permit as backpressure while `close` drains them, or
+        // take one after the drain and meet a closed connection.
+        let permit = self.permits.try_acquire();
+        if self.closing.load(Ordering::SeqCst) {
             m.outcomes.unavailable.inc();
             return Err(PublishError::unavailable(UnavailableReason::Closed));
         }
-        let Ok(permit) = self.permits.try_acquire() else {
+        let Ok(permit) = permit else {
             m.outcomes.backpressure.inc();
             return Err(PublishError::Backpressure {
                 limit: self.settings.max_in_flight,
