@@ -188,7 +188,8 @@ async fn closed_publisher_drains_in_flight_then_refuses() {
     let t = TestAmqp::new();
     let s = settings(&t);
     let _cleanup = Cleanup::new(&s);
-    let publisher = connected_publisher(s.clone(), metrics()).await;
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
 
     let in_flight: Vec<_> = (0..2000)
         .map(|i| {
@@ -201,11 +202,15 @@ async fn closed_publisher_drains_in_flight_then_refuses() {
     })
     .await;
     // Close while they are under way: those already started complete
-    // (confirmed), later ones are refused; none is left hanging.
+    // (confirmed), later ones are refused as closed (not as backpressure,
+    // whatever the moment they raced the close); none is left hanging.
+    // One deadline for all: a task the runtime had not polled yet when
+    // close returned still has to run to be refused.
     publisher.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let mut ok = 0;
     for h in in_flight {
-        let r = tokio::time::timeout(Duration::from_millis(100), h)
+        let r = tokio::time::timeout_at(deadline, h)
             .await
             .expect("no publish outlives close()")
             .unwrap();
@@ -220,6 +225,11 @@ async fn closed_publisher_drains_in_flight_then_refuses() {
         }
     }
     assert!(ok > 0);
+    assert_eq!(
+        m.publish_total.with_label_values(&["backpressure"]).get(),
+        0
+    );
+    assert_eq!(m.publish_in_flight.get(), 0);
     let err = publisher.publish(&envelope(0)).await.unwrap_err();
     assert_eq!(err.code(), "queue_unavailable");
     assert_eq!(publisher.state(), inlet_queue::ConnectionState::Closed);

@@ -49,11 +49,12 @@ impl Inner {
         let started = Instant::now();
         let m = &self.metrics;
         // The permit first, then `closing`: `close` sets `closing` before
-        // it waits for every permit, so a publish holding a permit that
-        // still reads `closing` false is one `close` waits for. Read the
-        // other way round, a publish could see `closing` false, then be
-        // refused a permit as backpressure while `close` drains them, or
-        // take one after the drain and meet a closed connection.
+        // it takes every permit (the semaphore orders the two), so a
+        // publish holding a permit that still reads `closing` false is one
+        // `close` waits for, and one refused a permit while `close` holds
+        // them reads it true. Read the other way round, a publish could
+        // see `closing` false, then be refused as backpressure by the
+        // drain, or take a permit after it and meet a closed connection.
         let permit = self.permits.try_acquire();
         if self.closing.load(Ordering::SeqCst) {
             m.outcomes.unavailable.inc();
