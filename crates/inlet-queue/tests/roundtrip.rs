@@ -393,3 +393,37 @@ async fn a_push_with_nothing_in_flight_goes_alone_at_once() {
     assert_eq!(m.publish_parts.get_sample_sum() as u64, 5);
     publisher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_gathered_when_close_begins_is_published_not_refused() {
+    let t = TestAmqp::new();
+    let s = inlet_queue::QueueSettings {
+        combine_max_parts: 64,
+        combine_in_flight: 1,
+        // Longer than the test: only close (or the first confirm) can
+        // publish the gathered push.
+        combine_linger_us: 100_000,
+        ..settings(&t)
+    };
+    let _cleanup = Cleanup::new(&s);
+    let m = metrics();
+    let publisher = connected_publisher(s.clone(), m.clone()).await;
+    let (first, second) = (envelope(0), envelope(1));
+    // Polled in this order in one task: the first push takes the window
+    // of one and goes alone; the second gathers behind it; close begins
+    // while both await the broker. Its pushes were accepted before close:
+    // close publishes the gathered one, instead of letting it wait for
+    // the first one's confirm and then be refused as closed.
+    let (a, b, ()) = tokio::join!(
+        publisher.publish(&first),
+        publisher.publish(&second),
+        publisher.close()
+    );
+    a.expect("the push in flight is confirmed");
+    b.expect("the gathered push is published by close, and confirmed");
+    assert_eq!(m.publish_parts.get_sample_count(), 2, "each in its message");
+    assert_eq!(m.publish_parts.get_sample_sum() as u64, 2);
+    let probe = Probe::new(&t).await;
+    assert_eq!(probe.count(&publisher.names().queue).await, 2);
+    probe.close().await;
+}
