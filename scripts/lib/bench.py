@@ -56,8 +56,8 @@ OTLP_SPANS = 8
 # BENCH_ONLY=otlp measures only the OTLP comparison (and its criterion
 # bench) and prints its report section; docs/benchmarks.md is not written.
 ONLY = os.environ.get("BENCH_ONLY", "")
-if ONLY not in ("", "otlp", "worker", "sustained", "push"):
-    raise SystemExit(f"BENCH_ONLY={ONLY}: only 'otlp', 'worker', 'sustained', 'push' (or unset) are known")
+if ONLY not in ("", "otlp", "worker", "sustained", "push", "scaling"):
+    raise SystemExit(f"BENCH_ONLY={ONLY}: only 'otlp', 'worker', 'sustained', 'push', 'scaling' (or unset) are known")
 # The worker is measured at these shapes (transactions per message: a
 # real agent's small, frequent batches up to large ones), each with
 # enough messages to run for seconds.
@@ -482,6 +482,10 @@ def main():
         print("\n".join(sustained_summary_rows(r) + [""] + sustained_section(r)))
         log("BENCH_ONLY=sustained: printed the sustained section; docs/benchmarks.md was not written")
         return
+    if ONLY == "scaling":
+        print("\n".join(scaling_section(worker_scaling())))
+        log("BENCH_ONLY=scaling: printed the worker-processes section; docs/benchmarks.md was not written")
+        return
     if ONLY == "push":
         body_path = Path(tempfile.gettempdir()) / f"{RUN_ID}-body.json"
         body_path.write_text(subprocess.run([sys.executable, "-c", BODY_SCRIPT], check=True,
@@ -523,6 +527,7 @@ def main():
 
     worker = worker_shapes()
     sustained = sustained_pipeline()
+    scaling = worker_scaling()
 
     syncs = []
     for n in SYNC_SIZES:
@@ -543,8 +548,8 @@ def main():
     log("criterion micro-benchmarks")
     crit = run_criterion()
 
-    write_report(docs, a, by_depth, off, otlp, designs, through_push, worker, sustained, syncs, crit, len(body),
-                 PUSH_KEYS)
+    write_report(docs, a, by_depth, off, otlp, designs, through_push, worker, sustained, scaling, syncs, crit,
+                 len(body), PUSH_KEYS)
     log(f"wrote {docs}")
 
 
@@ -871,6 +876,103 @@ def sustained_pipeline():
     return r
 
 
+SCALING_WORKERS = (1, 2, 4)
+SCALING_RATE = float(os.environ.get("BENCH_SCALING_RATE", "1000"))
+SCALING_FILL_S = int(os.environ.get("BENCH_SCALING_FILL_S", "10"))
+
+
+def worker_scaling():
+    """1, 2 and 4 `inlet worker` processes draining one queue: per count,
+    a fresh SecantusDB and stack, the queue filled by `inlet load` (20
+    agents of one account, so their batches fold into the same hot
+    buckets) with no worker running, then the workers started together
+    and timed from all ready to all settled; the conflicts they retried
+    (`inlet_worker_transaction_retries_total`, summed over the processes)."""
+    runs = []
+    for n in SCALING_WORKERS:
+        log(f"worker scaling: {n} worker process(es), queue filled at {SCALING_RATE:.0f} pushes/s for {SCALING_FILL_S} s")
+        with fresh_mongo() as mongo:
+            stack = Stack(f"scaling{n}", {"INLET__MONGO__URL": mongo}, keys=20)
+            workers = []
+            try:
+                keys = Path(tempfile.gettempdir()) / f"{RUN_ID}-scaling-keys.txt"
+                keys.write_text("\n".join(stack.keys) + "\n")
+                cmd = [str(INLET), "load", "--rate", str(SCALING_RATE), "--duration", f"{SCALING_FILL_S}s",
+                       "--keys", str(keys), "--agents", "20", "--endpoint", stack.url(""), "--json"]
+                COMMANDS.append(" ".join(cmd))
+                load = json.loads(subprocess.run(cmd, env=stack.env, check=True, capture_output=True, text=True).stdout)
+                api = scrape(stack.url("/metrics"))
+                accepted = sum(v for (name, labels), v in api.items() if name == "inlet_api_requests_total"
+                               and dict(labels).get("route") == "/v1/push" and dict(labels).get("status") == "202")
+                urls = []
+                for i in range(n):
+                    port = free_port()
+                    workers.append(subprocess.Popen([str(INLET), "worker"],
+                                                    env=dict(stack.env, INLET__ADMIN__WORKER_LISTEN=f"127.0.0.1:{port}"),
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    urls.append(f"http://127.0.0.1:{port}")
+                for u in urls:
+                    wait_http(f"{u}/health/ready")
+
+                def totals():
+                    pages = [scrape(f"{u}/metrics") for u in urls]
+                    return {"settled": sum(metric_sum(p, "inlet_worker_messages_total", {"outcome": {"retried"}}) for p in pages),
+                            "transactions": sum(metric_sum(p, "inlet_worker_items_total", {"kind": {"metric", "error"}})
+                                                for p in pages),
+                            "retries": sum(metric_sum(p, "inlet_worker_transaction_retries_total") for p in pages),
+                            "dead_letters": sum(metric_sum(p, "inlet_worker_dead_letters_total") for p in pages),
+                            "per_worker": [metric_sum(p, "inlet_worker_messages_total", {"outcome": {"retried"}})
+                                           for p in pages]}
+                start, t0 = totals(), time.monotonic()
+                end, took = start, None
+                while time.monotonic() - t0 < 600:
+                    end = totals()
+                    if end["settled"] >= accepted:
+                        took = time.monotonic() - t0
+                        break
+                    time.sleep(0.2)
+                if took is None:
+                    raise RuntimeError(f"{n} workers settled {end['settled']:.0f} of {accepted:.0f} pushes in 600 s")
+            finally:
+                for w in workers:
+                    w.send_signal(signal.SIGTERM)
+                for w in workers:
+                    try:
+                        w.wait(30)
+                    except subprocess.TimeoutExpired:
+                        w.kill()
+                stack.close()
+        r = {"workers": n, "accepted": accepted, "load_statuses": load["statuses"],
+             "settled_before_timing": start["settled"], "seconds": took,
+             "pushes_per_s": (end["settled"] - start["settled"]) / took,
+             "transactions_per_s": (end["transactions"] - start["transactions"]) / took,
+             "retries": end["retries"], "dead_letters": end["dead_letters"], "per_worker": end["per_worker"]}
+        RAW.append((f"worker scaling, {n} worker process(es)", json.dumps(r, indent=2)))
+        runs.append(r)
+    return runs
+
+
+def scaling_section(runs):
+    one = runs[0]["pushes_per_s"]
+    out = ["## Worker processes on one queue", "",
+           f"`inlet load --rate {SCALING_RATE:.0f} --duration {SCALING_FILL_S}s --agents 20` (20 keys of one account, gzip "
+           "batches of 3–8 transactions plus metrics: the agents' batches fold into the same hot bucket documents) fills "
+           "the push queue of one `inlet api` with no worker running; then 1, 2 or 4 `inlet worker` processes (2 pipelines "
+           "each) are started together and timed from all ready to every accepted push settled. Each count on a fresh "
+           "in-memory SecantusDB, the same machine: the workers, RabbitMQ and the database share its 2 cores, and "
+           "SecantusDB is one Python process, so this measures what more workers cost in conflicts on one database "
+           "server, not how a real MongoDB scales. Conflicts: `inlet_worker_transaction_retries_total` summed over the "
+           "processes.", "",
+           "| worker processes | pushes | pushes/s | transactions/s | vs 1 process | conflict retries | dead-lettered | pushes settled per process |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        out.append(f"| {r['workers']} | {r['accepted']:.0f} | {r['pushes_per_s']:.0f} | {r['transactions_per_s']:.0f} | "
+                   f"{r['pushes_per_s'] / one:.2f}× | {r['retries']:.0f} | {r['dead_letters']:.0f} | "
+                   f"{', '.join(f'{p:.0f}' for p in r['per_worker'])} |")
+    out.append("")
+    return out
+
+
 def sustained_growth(r):
     """Messages/s the backlog grew by over the second half of the load (≤ 0:
     it stopped growing)."""
@@ -1124,7 +1226,8 @@ def combining_section(by_depth, off):
     return lines
 
 
-def write_report(path, a, by_depth, off, otlp, designs, through_push, worker, sustained, syncs, crit, body_bytes, push_keys):
+def write_report(path, a, by_depth, off, otlp, designs, through_push, worker, sustained, scaling, syncs, crit, body_bytes,
+                 push_keys):
     medians = {d: (median_run(bs, "msgs_per_s"), median_run(cs, "rps")) for d, (bs, cs) in by_depth.items()}
     b, c = medians[CONNECTIONS]
     bs, cs = by_depth[CONNECTIONS]
@@ -1257,6 +1360,8 @@ def write_report(path, a, by_depth, off, otlp, designs, through_push, worker, su
     for line in worker_section(worker):
         w(line)
     for line in sustained_section(sustained):
+        w(line)
+    for line in scaling_section(scaling):
         w(line)
     w("## Key sync")
     w("")
