@@ -882,93 +882,106 @@ SCALING_FILL_S = int(os.environ.get("BENCH_SCALING_FILL_S", "10"))
 
 
 def worker_scaling():
-    """1, 2 and 4 `inlet worker` processes draining one queue: per count,
-    a fresh SecantusDB and stack, the queue filled by `inlet load` (20
-    agents of one account, so their batches fold into the same hot
-    buckets) with no worker running, then the workers started together
-    and timed from all ready to all settled; the conflicts they retried
-    (`inlet_worker_transaction_retries_total`, summed over the processes)."""
-    runs = []
-    for n in SCALING_WORKERS:
-        log(f"worker scaling: {n} worker process(es), queue filled at {SCALING_RATE:.0f} pushes/s for {SCALING_FILL_S} s")
-        with fresh_mongo() as mongo:
-            stack = Stack(f"scaling{n}", {"INLET__MONGO__URL": mongo}, keys=20)
-            workers = []
-            try:
-                keys = Path(tempfile.gettempdir()) / f"{RUN_ID}-scaling-keys.txt"
-                keys.write_text("\n".join(stack.keys) + "\n")
-                cmd = [str(INLET), "load", "--rate", str(SCALING_RATE), "--duration", f"{SCALING_FILL_S}s",
-                       "--keys", str(keys), "--agents", "20", "--endpoint", stack.url(""), "--json"]
-                COMMANDS.append(" ".join(cmd))
-                load = json.loads(subprocess.run(cmd, env=stack.env, check=True, capture_output=True, text=True).stdout)
-                api = scrape(stack.url("/metrics"))
-                accepted = sum(v for (name, labels), v in api.items() if name == "inlet_api_requests_total"
-                               and dict(labels).get("route") == "/v1/push" and dict(labels).get("status") == "202")
-                urls = []
-                for i in range(n):
-                    port = free_port()
-                    workers.append(subprocess.Popen([str(INLET), "worker"],
-                                                    env=dict(stack.env, INLET__ADMIN__WORKER_LISTEN=f"127.0.0.1:{port}"),
-                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                    urls.append(f"http://127.0.0.1:{port}")
-                for u in urls:
-                    wait_http(f"{u}/health/ready")
-
-                def totals():
-                    pages = [scrape(f"{u}/metrics") for u in urls]
-                    return {"settled": sum(metric_sum(p, "inlet_worker_messages_total", {"outcome": {"retried"}}) for p in pages),
-                            "transactions": sum(metric_sum(p, "inlet_worker_items_total", {"kind": {"metric", "error"}})
-                                                for p in pages),
-                            "retries": sum(metric_sum(p, "inlet_worker_transaction_retries_total") for p in pages),
-                            "dead_letters": sum(metric_sum(p, "inlet_worker_dead_letters_total") for p in pages),
-                            "per_worker": [metric_sum(p, "inlet_worker_messages_total", {"outcome": {"retried"}})
-                                           for p in pages]}
-                start, t0 = totals(), time.monotonic()
-                end, took = start, None
-                while time.monotonic() - t0 < 600:
-                    end = totals()
-                    if end["settled"] >= accepted:
-                        took = time.monotonic() - t0
-                        break
-                    time.sleep(0.2)
-                if took is None:
-                    raise RuntimeError(f"{n} workers settled {end['settled']:.0f} of {accepted:.0f} pushes in 600 s")
-            finally:
-                for w in workers:
-                    w.send_signal(signal.SIGTERM)
-                for w in workers:
-                    try:
-                        w.wait(30)
-                    except subprocess.TimeoutExpired:
-                        w.kill()
-                stack.close()
-        r = {"workers": n, "accepted": accepted, "load_statuses": load["statuses"],
-             "settled_before_timing": start["settled"], "seconds": took,
-             "pushes_per_s": (end["settled"] - start["settled"]) / took,
-             "transactions_per_s": (end["transactions"] - start["transactions"]) / took,
-             "retries": end["retries"], "dead_letters": end["dead_letters"], "per_worker": end["per_worker"]}
-        RAW.append((f"worker scaling, {n} worker process(es)", json.dumps(r, indent=2)))
-        runs.append(r)
+    """1, 2 and 4 `inlet worker` processes draining one queue whose pushes
+    fold into the same hot buckets; and, as the control, 2 and 4 workers
+    each draining its own stack's queue into its own database on the same
+    server (the same total load, no bucket shared)."""
+    runs = [scaling_run(n, shared=True) for n in SCALING_WORKERS]
+    runs += [scaling_run(n, shared=False) for n in SCALING_WORKERS if n > 1]
     return runs
 
 
+def scaling_run(n, shared):
+    """`n` workers on a fresh SecantusDB: one stack (`shared`: every worker
+    on its queue and database) or one stack per worker. Each stack's queue
+    is filled first by `inlet load` (20 agents of one account: their
+    batches fold into the same hot bucket documents) with no worker
+    running, SCALING_RATE pushes/s in all; then the workers start together
+    and are timed from all ready to every accepted push settled. Conflicts:
+    `inlet_worker_transaction_retries_total` summed over the workers."""
+    n_stacks = 1 if shared else n
+    log(f"worker scaling: {n} worker process(es), {'one queue' if shared else 'a queue and database each'}")
+    with fresh_mongo() as mongo:
+        stacks, workers, urls = [], [], []
+        try:
+            accepted = 0.0
+            for i in range(n_stacks):
+                stack = Stack(f"scaling{n}{'s' if shared else 'p'}{i}", {"INLET__MONGO__URL": mongo}, keys=20)
+                stacks.append(stack)
+                keys = Path(tempfile.gettempdir()) / f"{RUN_ID}-scaling-keys.txt"
+                keys.write_text("\n".join(stack.keys) + "\n")
+                cmd = [str(INLET), "load", "--rate", str(SCALING_RATE / n_stacks), "--duration", f"{SCALING_FILL_S}s",
+                       "--keys", str(keys), "--agents", "20", "--endpoint", stack.url(""), "--json"]
+                COMMANDS.append(" ".join(cmd))
+                subprocess.run(cmd, env=stack.env, check=True, capture_output=True, text=True)
+                api = scrape(stack.url("/metrics"))
+                accepted += sum(v for (name, labels), v in api.items() if name == "inlet_api_requests_total"
+                                and dict(labels).get("route") == "/v1/push" and dict(labels).get("status") == "202")
+            for i in range(n):
+                port = free_port()
+                env = dict(stacks[i % n_stacks].env, INLET__ADMIN__WORKER_LISTEN=f"127.0.0.1:{port}")
+                workers.append(subprocess.Popen([str(INLET), "worker"], env=env,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                urls.append(f"http://127.0.0.1:{port}")
+            for u in urls:
+                wait_http(f"{u}/health/ready")
+
+            def totals():
+                pages = [scrape(f"{u}/metrics") for u in urls]
+                per_worker = [metric_sum(p, "inlet_worker_messages_total", {"outcome": {"retried"}}) for p in pages]
+                return {"settled": sum(per_worker), "per_worker": per_worker,
+                        "transactions": sum(metric_sum(p, "inlet_worker_items_total", {"kind": {"metric", "error"}})
+                                            for p in pages),
+                        "retries": sum(metric_sum(p, "inlet_worker_transaction_retries_total") for p in pages),
+                        "dead_letters": sum(metric_sum(p, "inlet_worker_dead_letters_total") for p in pages)}
+            start, t0 = totals(), time.monotonic()
+            end, took = start, None
+            while time.monotonic() - t0 < 600:
+                end = totals()
+                if end["settled"] >= accepted:
+                    took = time.monotonic() - t0
+                    break
+                time.sleep(0.2)
+            if took is None:
+                raise RuntimeError(f"{n} workers settled {end['settled']:.0f} of {accepted:.0f} pushes in 600 s")
+        finally:
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+            for w in workers:
+                try:
+                    w.wait(30)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+            for stack in stacks:
+                stack.close()
+    r = {"workers": n, "shared": shared, "accepted": accepted, "settled_before_timing": start["settled"],
+         "seconds": took, "pushes_per_s": (end["settled"] - start["settled"]) / took,
+         "transactions_per_s": (end["transactions"] - start["transactions"]) / took,
+         "retries": end["retries"], "dead_letters": end["dead_letters"], "per_worker": end["per_worker"]}
+    RAW.append((f"worker scaling, {n} worker process(es), {'shared' if shared else 'separate'}", json.dumps(r, indent=2)))
+    return r
+
+
 def scaling_section(runs):
-    one = runs[0]["pushes_per_s"]
+    one = next(r["pushes_per_s"] for r in runs if r["workers"] == 1)
     out = ["## Worker processes on one queue", "",
-           f"`inlet load --rate {SCALING_RATE:.0f} --duration {SCALING_FILL_S}s --agents 20` (20 keys of one account, gzip "
-           "batches of 3–8 transactions plus metrics: the agents' batches fold into the same hot bucket documents) fills "
-           "the push queue of one `inlet api` with no worker running; then 1, 2 or 4 `inlet worker` processes (2 pipelines "
-           "each) are started together and timed from all ready to every accepted push settled. Each count on a fresh "
-           "in-memory SecantusDB, the same machine: the workers, RabbitMQ and the database share its 2 cores, and "
-           "SecantusDB is one Python process, so this measures what more workers cost in conflicts on one database "
-           "server, not how a real MongoDB scales. Conflicts: `inlet_worker_transaction_retries_total` summed over the "
-           "processes.", "",
-           "| worker processes | pushes | pushes/s | transactions/s | vs 1 process | conflict retries | dead-lettered | pushes settled per process |",
-           "|---|---|---|---|---|---|---|---|"]
+           f"`inlet load --duration {SCALING_FILL_S}s --agents 20` at {SCALING_RATE:.0f} pushes/s (20 keys of one "
+           "account, gzip batches of 3–8 transactions plus metrics: the agents' batches fold into the same hot bucket "
+           "documents) fills the push queue of one `inlet api` with no worker running; then 1, 2 or 4 `inlet worker` "
+           "processes (2 pipelines each) start together and are timed from all ready to every accepted push settled. "
+           "The control (*separate*): as many stacks as workers, each with its own queue and database on the same "
+           "server, filled at the same total rate, one worker each: the same load on the database, no bucket shared, "
+           "so no conflict. Each row on a fresh in-memory SecantusDB; the workers, RabbitMQ and the database share the "
+           "machine's 2 cores, and SecantusDB is one Python process, so this shows what more workers cost in conflicts "
+           "against one database server, not how a real MongoDB scales. Conflicts: "
+           "`inlet_worker_transaction_retries_total` summed over the processes.", "",
+           "| worker processes | buckets | pushes | pushes/s | transactions/s | vs 1 process | conflict retries | "
+           "dead-lettered | pushes settled per process |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        out.append(f"| {r['workers']} | {r['accepted']:.0f} | {r['pushes_per_s']:.0f} | {r['transactions_per_s']:.0f} | "
-                   f"{r['pushes_per_s'] / one:.2f}× | {r['retries']:.0f} | {r['dead_letters']:.0f} | "
-                   f"{', '.join(f'{p:.0f}' for p in r['per_worker'])} |")
+        out.append(f"| {r['workers']} | {'shared' if r['shared'] else 'separate'} | {r['accepted']:.0f} | "
+                   f"{r['pushes_per_s']:.0f} | {r['transactions_per_s']:.0f} | {r['pushes_per_s'] / one:.2f}× | "
+                   f"{r['retries']:.0f} | {r['dead_letters']:.0f} | {', '.join(f'{p:.0f}' for p in r['per_worker'])} |")
     out.append("")
     return out
 
