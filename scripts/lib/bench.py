@@ -327,16 +327,38 @@ class Stack:
             subprocess.run(self.ctl + ["-q", "purge_queue", "-p", self.vhost, name], check=True, capture_output=True)
 
     def close(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
         subprocess.run(self.ctl + ["-q", "delete_vhost", self.vhost], capture_output=True)
         venv_py = Path(os.environ.get("INLET_VENV", Path.home() / ".cache/inlet-venv")) / "bin/python"
         subprocess.run([str(venv_py), "-c",
                         f"import pymongo; pymongo.MongoClient({MONGO!r}).drop_database({self.env['INLET__MONGO__DATABASE']!r})"],
                        capture_output=True)
+
+
+def stop(proc):
+    """SIGTERM, then SIGKILL if `proc` has not exited within 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def start_worker(env):
+    """An `inlet worker` (release) with `env` and its admin listener on a
+    free port: the process and the listener's base URL."""
+    port = free_port()
+    proc = subprocess.Popen([str(INLET), "worker"], env=dict(env, INLET__ADMIN__WORKER_LISTEN=f"127.0.0.1:{port}"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def accepted_pushes(page):
+    """Pushes an API answered 202 (each confirmed by the broker), from its
+    `/metrics` page: not `inlet_queue_publish_total`, which counts broker
+    messages, and a combined message holds several pushes."""
+    return sum(v for (n, labels), v in page.items() if n == "inlet_api_requests_total"
+               and dict(labels).get("route") == "/v1/push" and dict(labels).get("status") == "202")
 
 
 def median_run(runs, key):
@@ -806,22 +828,16 @@ def sustained_pipeline():
     log(f"sustained pipeline: {SUSTAINED_RATE:.0f} req/s for {SUSTAINED_S} s")
     with fresh_mongo() as mongo:
         stack = Stack("sustained", {"INLET__MONGO__URL": mongo}, keys=20)
-        wport = free_port()
-        worker = subprocess.Popen([str(INLET), "worker"], env=dict(stack.env, INLET__ADMIN__WORKER_LISTEN=f"127.0.0.1:{wport}"),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker, worker_url = start_worker(stack.env)
         keys = Path(tempfile.gettempdir()) / f"{RUN_ID}-sustained-keys.txt"
         keys.write_text("\n".join(stack.keys) + "\n")
         try:
-            wait_http(f"http://127.0.0.1:{wport}/health/ready")
-            api_m, worker_m = stack.url("/metrics"), f"http://127.0.0.1:{wport}/metrics"
+            wait_http(f"{worker_url}/health/ready")
+            api_m, worker_m = stack.url("/metrics"), f"{worker_url}/metrics"
 
             def sample(t0):
                 a, w = scrape(api_m), scrape(worker_m)
-                # Pushes answered 202 (each confirmed by the broker): not
-                # `inlet_queue_publish_total`, which counts broker
-                # messages, and a combined message holds several pushes.
-                published = sum(v for (n, labels), v in a.items() if n == "inlet_api_requests_total"
-                                and dict(labels).get("route") == "/v1/push" and dict(labels).get("status") == "202")
+                published = accepted_pushes(a)
                 settled = metric_sum(w, "inlet_worker_messages_total", {"outcome": {"retried"}})
                 return {"t_s": round(time.time() - t0, 1), "published": published, "settled": settled,
                         "backlog": published - settled, "freshness": histogram_buckets(w, "inlet_worker_freshness_seconds"),
@@ -850,11 +866,7 @@ def sustained_pipeline():
                 time.sleep(1)
             end = sample(t0)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop(worker)
             stack.close()
     windows = []
     for prev, cur in zip(samples, samples[1:]):
@@ -902,7 +914,7 @@ def scaling_run(n, shared):
     n_stacks = 1 if shared else n
     log(f"worker scaling: {n} worker process(es), {'one queue' if shared else 'a queue and database each'}")
     with fresh_mongo() as mongo:
-        stacks, workers, urls = [], [], []
+        stacks, workers, urls, statuses = [], [], [], []
         try:
             accepted = 0.0
             for i in range(n_stacks):
@@ -911,18 +923,17 @@ def scaling_run(n, shared):
                 keys = Path(tempfile.gettempdir()) / f"{RUN_ID}-scaling-keys.txt"
                 keys.write_text("\n".join(stack.keys) + "\n")
                 cmd = [str(INLET), "load", "--rate", str(SCALING_RATE / n_stacks), "--duration", f"{SCALING_FILL_S}s",
-                       "--keys", str(keys), "--agents", "20", "--endpoint", stack.url(""), "--json"]
+                       "--keys", str(keys), "--agents", "20", "--endpoint", stack.url(""), "--json",
+                       # The stack lifts the keys' limits: no cap at 100/s per key.
+                       "--per-key-rate", "0"]
                 COMMANDS.append(" ".join(cmd))
-                subprocess.run(cmd, env=stack.env, check=True, capture_output=True, text=True)
-                api = scrape(stack.url("/metrics"))
-                accepted += sum(v for (name, labels), v in api.items() if name == "inlet_api_requests_total"
-                                and dict(labels).get("route") == "/v1/push" and dict(labels).get("status") == "202")
+                out = subprocess.run(cmd, env=stack.env, check=True, capture_output=True, text=True).stdout
+                statuses.append(json.loads(out)["statuses"])
+                accepted += accepted_pushes(scrape(stack.url("/metrics")))
             for i in range(n):
-                port = free_port()
-                env = dict(stacks[i % n_stacks].env, INLET__ADMIN__WORKER_LISTEN=f"127.0.0.1:{port}")
-                workers.append(subprocess.Popen([str(INLET), "worker"], env=env,
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                urls.append(f"http://127.0.0.1:{port}")
+                proc, url = start_worker(stacks[i % n_stacks].env)
+                workers.append(proc)
+                urls.append(url)
             for u in urls:
                 wait_http(f"{u}/health/ready")
 
@@ -935,6 +946,9 @@ def scaling_run(n, shared):
                         "retries": sum(metric_sum(p, "inlet_worker_transaction_retries_total") for p in pages),
                         "dead_letters": sum(metric_sum(p, "inlet_worker_dead_letters_total") for p in pages)}
             start, t0 = totals(), time.monotonic()
+            if start["settled"] > accepted / 10:
+                raise RuntimeError(f"{n} workers had settled {start['settled']:.0f} of {accepted:.0f} pushes before "
+                                   "the last was ready: fill the queue with more (BENCH_SCALING_FILL_S)")
             end, took = start, None
             while time.monotonic() - t0 < 600:
                 end = totals()
@@ -946,15 +960,11 @@ def scaling_run(n, shared):
                 raise RuntimeError(f"{n} workers settled {end['settled']:.0f} of {accepted:.0f} pushes in 600 s")
         finally:
             for w in workers:
-                w.send_signal(signal.SIGTERM)
-            for w in workers:
-                try:
-                    w.wait(30)
-                except subprocess.TimeoutExpired:
-                    w.kill()
+                stop(w)
             for stack in stacks:
                 stack.close()
-    r = {"workers": n, "shared": shared, "accepted": accepted, "settled_before_timing": start["settled"],
+    r = {"workers": n, "shared": shared, "accepted": accepted, "load_statuses": statuses,
+         "settled_before_timing": start["settled"],
          "seconds": took, "pushes_per_s": (end["settled"] - start["settled"]) / took,
          "transactions_per_s": (end["transactions"] - start["transactions"]) / took,
          "retries": end["retries"], "dead_letters": end["dead_letters"], "per_worker": end["per_worker"]}
