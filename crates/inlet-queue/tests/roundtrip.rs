@@ -409,12 +409,13 @@ async fn a_push_gathered_when_close_begins_is_published_not_refused() {
     let m = metrics();
     let publisher = connected_publisher(s.clone(), m.clone()).await;
     let (first, second) = (envelope(0), envelope(1));
-    // Polled in this order in one task: the first push takes the window
-    // of one and goes alone; the second gathers behind it; close begins
-    // while both await the broker. Its pushes were accepted before close:
-    // close publishes the gathered one, instead of letting it wait for
-    // the first one's confirm and then be refused as closed.
+    // Polled in this order in one task (`biased`): the first push takes
+    // the window of one and goes alone; the second gathers behind it;
+    // close begins while both await the broker. Its pushes were accepted
+    // before close: close publishes the gathered one, instead of letting
+    // it wait for the first one's confirm and then be refused as closed.
     let (a, b, ()) = tokio::join!(
+        biased;
         publisher.publish(&first),
         publisher.publish(&second),
         publisher.close()
