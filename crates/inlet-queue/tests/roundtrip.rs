@@ -311,6 +311,17 @@ async fn concurrent_pushes_are_combined_and_consumed_one_by_one_exactly_once() {
     probe.close().await;
 }
 
+/// Combining on with a window of `window` and the longest linger
+/// (100 ms): long enough to notice, were a push to wait for it.
+fn long_linger(t: &TestAmqp, window: usize) -> inlet_queue::QueueSettings {
+    inlet_queue::QueueSettings {
+        combine_max_parts: 64,
+        combine_in_flight: window,
+        combine_linger_us: 100_000,
+        ..settings(t)
+    }
+}
+
 /// Five rounds of four pushes at once through a publisher with a window
 /// of `window` and a linger long enough to notice (100 ms): how long the
 /// rounds took, and how many broker messages carried how many pushes.
@@ -318,12 +329,7 @@ async fn concurrent_pushes_are_combined_and_consumed_one_by_one_exactly_once() {
 /// place in the window (or gathers) before the next is looked at.
 async fn rounds_of_four(window: usize) -> (Duration, u64, u64) {
     let t = TestAmqp::new();
-    let s = inlet_queue::QueueSettings {
-        combine_max_parts: 64,
-        combine_in_flight: window,
-        combine_linger_us: 100_000,
-        ..settings(&t)
-    };
+    let s = long_linger(&t, window);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
     let publisher = connected_publisher(s.clone(), m.clone()).await;
@@ -372,12 +378,8 @@ async fn gathered_pushes_go_at_the_confirm_that_frees_the_window_not_the_linger(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_with_nothing_in_flight_goes_alone_at_once() {
     let t = TestAmqp::new();
-    let s = inlet_queue::QueueSettings {
-        combine_max_parts: 64,
-        // Long enough to notice, were a lone push to wait for company.
-        combine_linger_us: 100_000,
-        ..settings(&t)
-    };
+    // The default window: a lone push finds it empty.
+    let s = long_linger(&t, inlet_queue::QueueSettings::default().combine_in_flight);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
     let publisher = connected_publisher(s.clone(), m.clone()).await;
@@ -397,14 +399,9 @@ async fn a_push_with_nothing_in_flight_goes_alone_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_gathered_when_close_begins_is_published_not_refused() {
     let t = TestAmqp::new();
-    let s = inlet_queue::QueueSettings {
-        combine_max_parts: 64,
-        combine_in_flight: 1,
-        // Longer than the test: only close (or the first confirm) can
-        // publish the gathered push.
-        combine_linger_us: 100_000,
-        ..settings(&t)
-    };
+    // The linger is longer than the test: only close (or the first
+    // confirm) can publish the gathered push.
+    let s = long_linger(&t, 1);
     let _cleanup = Cleanup::new(&s);
     let m = metrics();
     let publisher = connected_publisher(s.clone(), m.clone()).await;
